@@ -1,0 +1,45 @@
+# The two commands a fresh Debian machine needs:
+#   make lab    install what the lab needs, bring the lab up on this machine, run a short sweep
+#   make test   install what the tests need, then lint and run every test
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: lab test venv system lint unit teardown dashboards clean
+
+system:
+	bash scripts/bootstrap.sh
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lab: system venv
+	ansible-playbook lab.yml
+	loadlab status
+	loadlab sweep --users 5,10,20 --step-time 20s --warmup 5s
+
+lint: venv
+	ruff check .
+	ruff format --check .
+	ansible-lint --offline lab.yml playbooks/
+
+unit: venv
+	pytest -m "not lab" tests
+
+test: system venv lint
+	pytest tests
+
+teardown: venv
+	ansible-playbook playbooks/teardown.yml
+
+dashboards: venv
+	$(PY) -m loadlab.dashboards
+
+clean: teardown
+	rm -rf $(VENV)

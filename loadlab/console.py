@@ -1,0 +1,28 @@
+"""The one console every command writes through, and the one way a command fails."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class UserError(Exception):
+    """A problem the user can fix: shown as one line, exit code 2, never a traceback."""
+
+    exit_code = 2
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with one line saying what to change."""
+    err_console.print(f"error: {message}", markup=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def progress_enabled() -> bool:
+    """Progress bars only where a person watches a terminal."""
+    return console.is_terminal
