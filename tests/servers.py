@@ -54,6 +54,7 @@ class _Server:
 
     host = "127.0.0.1"
     port: int
+    stop_signal = signal.SIGTERM
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
@@ -79,7 +80,7 @@ class _Server:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(self.stop_signal)
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -96,6 +97,8 @@ class PostgresServer(_Server):
     """A throwaway cluster run as the `postgres` user, with the lab's app and monitoring roles."""
 
     dbname = "loadlab"
+    # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client (an app's pool) to leave.
+    stop_signal = signal.SIGINT
 
     def __init__(self, root: Path, max_connections: int = 50) -> None:
         super().__init__()
@@ -145,7 +148,7 @@ class PostgresServer(_Server):
         return out.stdout.strip()
 
     def provision(self) -> None:
-        """The database, the app's role and the least-privilege monitoring role, as the lab's role makes them."""
+        """The database, the app's role and the least-privilege monitoring role, as the lab makes them."""
         self.psql(f"CREATE ROLE loadlab LOGIN PASSWORD '{self.app_password}'")
         self.psql(f"CREATE DATABASE {self.dbname} OWNER loadlab")
         self.psql(f"CREATE ROLE loadlab_monitor LOGIN PASSWORD '{self.monitor_password}' IN ROLE pg_monitor")
