@@ -1,0 +1,229 @@
+"""Host and processes: per-core CPU, memory and network per host, then CPU, RSS and fds per process group."""
+
+from __future__ import annotations
+
+from loadlab.dashboards import queries as q
+from loadlab.dashboards.builder import (
+    BYTES,
+    BYTES_PER_SECOND,
+    OPS_PER_SECOND,
+    PERCENT_UNIT,
+    SECONDS,
+    SHORT,
+    Dashboard,
+    Panel,
+    Row,
+    Target,
+)
+
+UID = "loadlab-host-processes"
+H = q.HOST
+R = q.RATE
+
+
+def _cpu_row() -> Row:
+    cpu = f"loadlab_host_cpu_seconds_total{{{H}"
+    return Row(
+        "CPU",
+        (
+            Panel(
+                "CPU busy per core",
+                (Target(f'1 - sum by (host, cpu) (rate({cpu}, mode="idle"}}[{R}]))', "{{host}} cpu{{cpu}}"),),
+                PERCENT_UNIT,
+                "One core pinned at 100% while others idle points at a single-threaded bottleneck.",
+                width=8,
+                max=1,
+            ),
+            Panel(
+                "CPU by mode",
+                (
+                    Target(
+                        f'sum by (host, mode) (rate({cpu}, mode!="idle"}}[{R}])) '
+                        f"/ on (host) group_left max by (host) (loadlab_host_cpus{{{H}}})",
+                        "{{host}} {{mode}}",
+                    ),
+                ),
+                PERCENT_UNIT,
+                "Where the busy time goes; high softirq means network load, iowait means disks.",
+                width=8,
+                stack=True,
+                max=1,
+            ),
+            Panel(
+                "Load average vs cores",
+                (
+                    Target(
+                        f"max by (host, period) (loadlab_host_load_average{{{H}}})",
+                        "{{host}} {{period}}",
+                    ),
+                    Target(q.host_cores(), "{{host}} cores", limit=True),
+                ),
+                SHORT,
+                "Runnable tasks; above the core count work queues for CPU.",
+                width=8,
+            ),
+        ),
+    )
+
+
+def _memory_network_row() -> Row:
+    net = "sum by (host, device) (rate(loadlab_host_network_{}_total{{" + H + "}}[" + R + "]))"
+    return Row(
+        "Memory and network",
+        (
+            Panel(
+                "Memory",
+                (
+                    Target(
+                        f"max by (host) (loadlab_host_memory_total_bytes{{{H}}}) "
+                        f"- max by (host) (loadlab_host_memory_available_bytes{{{H}}})",
+                        "{{host}} used",
+                    ),
+                    Target(
+                        f"max by (host) (loadlab_host_memory_total_bytes{{{H}}})",
+                        "{{host}} total",
+                        limit=True,
+                    ),
+                ),
+                BYTES,
+                "Used = total - available (what the kernel could hand out without swapping).",
+                width=6,
+            ),
+            Panel(
+                "Network traffic",
+                (
+                    Target(
+                        net.format("receive_bytes"),
+                        "{{host}} {{device}} in",
+                    ),
+                    Target(
+                        net.format("transmit_bytes"),
+                        "{{host}} {{device}} out",
+                    ),
+                ),
+                BYTES_PER_SECOND,
+                "Bytes per second per interface; loopback carries the whole lab on a single machine.",
+                width=6,
+            ),
+            Panel(
+                "Network errors",
+                (
+                    Target(
+                        f"{net.format('receive_errors')} + {net.format('transmit_errors')}",
+                        "{{host}} {{device}}",
+                    ),
+                ),
+                OPS_PER_SECOND,
+                "Receive plus transmit errors per second; anything above zero deserves a look.",
+                width=6,
+            ),
+            Panel(
+                "Context switches",
+                (
+                    Target(
+                        f"sum by (host) (rate(loadlab_host_context_switches_total{{{H}}}[{R}]))",
+                        "{{host}}",
+                    ),
+                ),
+                OPS_PER_SECOND,
+                "Context switches per second; a jump with flat throughput means contention.",
+                width=6,
+            ),
+        ),
+    )
+
+
+def _process_row() -> Row:
+    group = f"{{{H}}}"
+    return Row(
+        "Process groups",
+        (
+            Panel(
+                "CPU per process group",
+                (Target(q.process_cpu(".+"), "{{host}} {{group}}"),),
+                PERCENT_UNIT,
+                "All processes of a group together; 100% = one full core.",
+                width=12,
+            ),
+            Panel(
+                "Resident memory per process group",
+                (
+                    Target(
+                        f"sum by (host, group) (loadlab_process_resident_memory_bytes{group})",
+                        "{{host}} {{group}}",
+                    ),
+                ),
+                BYTES,
+                "RSS of all processes in the group.",
+                width=12,
+            ),
+            Panel(
+                "Open file descriptors per process group",
+                (Target(f"sum by (host, group) (loadlab_process_open_fds{group})", "{{host}} {{group}}"),),
+                SHORT,
+                "Every socket is a descriptor: a group near its ulimit refuses connections.",
+                width=8,
+            ),
+            Panel(
+                "Threads per process group",
+                (Target(f"sum by (host, group) (loadlab_process_threads{group})", "{{host}} {{group}}"),),
+                SHORT,
+                "Threads of all processes in the group.",
+                width=8,
+            ),
+            Panel(
+                "Processes per group",
+                (Target(f"sum by (host, group) (loadlab_processes{group})", "{{host}} {{group}}"),),
+                SHORT,
+                "A group dropping to zero is a crashed service.",
+                width=8,
+                decimals=0,
+            ),
+        ),
+    )
+
+
+def _exporter_row() -> Row:
+    return Row(
+        "Lab exporter",
+        (
+            Panel(
+                "Sources up",
+                (
+                    Target(
+                        'max by (host, __name__) ({__name__=~"loadlab_[a-z]+_up", ' + H + "})",
+                        "{{host}} {{__name__}}",
+                    ),
+                ),
+                SHORT,
+                "1 when the exporter could read the source at the last scrape, 0 when it failed.",
+                width=12,
+                stepped=True,
+                max=1,
+                decimals=0,
+            ),
+            Panel(
+                "Scrape duration per collector",
+                (
+                    Target(
+                        f"max by (host, collector) (loadlab_scrape_duration_seconds{{{H}}})",
+                        "{{host}} {{collector}}",
+                    ),
+                ),
+                SECONDS,
+                "Time each collector took at the last scrape; near the scrape interval it misses samples.",
+                width=12,
+            ),
+        ),
+    )
+
+
+def build() -> Dashboard:
+    """Which host or process is short of CPU, memory or descriptors."""
+    return Dashboard(
+        uid=UID,
+        title="loadlab / Host and processes",
+        description="Per-core CPU, memory and network per host; CPU, RSS and descriptors per process group.",
+        rows=[_cpu_row(), _memory_network_row(), _process_row(), _exporter_row()],
+        variables=q.variables(),
+    )

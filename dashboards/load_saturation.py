@@ -1,0 +1,224 @@
+"""Load vs saturation: the load Locust applies, on the same time axis as what runs out on both sides."""
+
+from __future__ import annotations
+
+from loadlab.dashboards import queries as q
+from loadlab.dashboards.builder import (
+    PERCENT_UNIT,
+    REQUESTS_PER_SECOND,
+    SECONDS,
+    SHORT,
+    Dashboard,
+    Panel,
+    Row,
+    Target,
+)
+
+UID = "loadlab-load-saturation"
+H = q.HOST
+
+
+def _load_row() -> Row:
+    return Row(
+        "Load (Locust)",
+        (
+            Panel(
+                "Users",
+                (Target(q.users(), "users"),),
+                SHORT,
+                "Simulated users Locust runs now; each step of a sweep is a plateau here.",
+                width=6,
+                stepped=True,
+                decimals=0,
+            ),
+            Panel(
+                "Requests and failures per second",
+                (
+                    Target(q.requests_per_second(), "requests/s"),
+                    Target(q.failures_per_second(), "failures/s"),
+                ),
+                REQUESTS_PER_SECOND,
+                "Throughput Locust measured. Flat while users grow means something saturates.",
+                width=6,
+            ),
+            Panel(
+                "Response time (Locust)",
+                (
+                    Target(q.latency_quantile(0.5), "p50"),
+                    Target(q.latency_quantile(0.95), "p95"),
+                    Target(q.latency_quantile(0.99), "p99"),
+                ),
+                SECONDS,
+                "Client-side latency quantiles from the Locust plugin's histogram.",
+                width=6,
+            ),
+            Panel(
+                "Failure ratio",
+                (Target(q.failure_ratio(), "failed share"),),
+                PERCENT_UNIT,
+                "Share of requests Locust counted as failed.",
+                width=6,
+                max=1,
+            ),
+        ),
+    )
+
+
+def _cpu_row() -> Row:
+    return Row(
+        "CPU: target vs generator",
+        (
+            Panel(
+                "Target CPU per process group",
+                (
+                    Target(q.process_cpu(q.TARGET_GROUPS), "{{host}} {{group}}"),
+                    Target(q.host_cores(), "{{host}} cores", limit=True),
+                ),
+                PERCENT_UNIT,
+                "CPU of nginx, app instances, PostgreSQL and Redis; 100% = one full core.",
+                width=8,
+                stack=True,
+            ),
+            Panel(
+                "Generator CPU per Locust process",
+                (
+                    Target(q.process_cpu(q.LOCUST_GROUPS), "{{host}} {{group}}"),
+                    Target("vector(1)", "one core", limit=True),
+                ),
+                PERCENT_UNIT,
+                "A Locust process uses one core at most: near 100% the generator, not the target, limits.",
+                width=8,
+            ),
+            Panel(
+                "Host CPU busy",
+                (Target(q.host_cpu_busy(), "{{host}}"),),
+                PERCENT_UNIT,
+                "Share of each host's CPU not idle, all cores together.",
+                width=8,
+                max=1,
+            ),
+        ),
+    )
+
+
+def _connections_row() -> Row:
+    return Row(
+        "Connections",
+        (
+            Panel(
+                "Established sockets at the target port",
+                (
+                    Target(q.established("server"), "{{host}} accepted (target)"),
+                    Target(q.established("client"), "{{host}} opened (generators)"),
+                    Target(q.users(), "users"),
+                ),
+                SHORT,
+                "Sockets the target accepted and the generators opened on $port. "
+                "Opened far below users means the client caps connections.",
+                width=12,
+            ),
+            Panel(
+                "PostgreSQL connections vs max",
+                (
+                    Target(
+                        f"sum by (host, state) (loadlab_postgres_connections{{{H}}})",
+                        "{{host}} {{state}}",
+                    ),
+                    Target(q.postgres_max_connections(), "{{host}} max_connections", limit=True),
+                ),
+                SHORT,
+                "Backends by state against max_connections.",
+                width=12,
+                stack=True,
+            ),
+            Panel(
+                "Redis clients",
+                (
+                    Target(f"sum by (host) (loadlab_redis_connected_clients{{{H}}})", "{{host}} connected"),
+                    Target(f"sum by (host) (loadlab_redis_blocked_clients{{{H}}})", "{{host}} blocked"),
+                ),
+                SHORT,
+                "Connected and blocked Redis clients.",
+                width=12,
+            ),
+            Panel(
+                "nginx connections",
+                (
+                    Target(
+                        f'sum by (host, state) (loadlab_nginx_connections{{{H}, state=~"active|waiting"}})',
+                        "{{host}} {{state}}",
+                    ),
+                ),
+                SHORT,
+                "Active client connections at nginx (stub_status), and the idle keep-alive share.",
+                width=12,
+            ),
+        ),
+    )
+
+
+def _app_row() -> Row:
+    inst = f'{H}, instance=~"$instance"'
+    return Row(
+        "App instances",
+        (
+            Panel(
+                "App requests per second by instance",
+                (
+                    Target(
+                        f"sum by (instance) (rate(loadlab_app_requests_total{{{inst}}}[{q.RATE}]))",
+                        "{{instance}}",
+                    ),
+                ),
+                REQUESTS_PER_SECOND,
+                "How nginx spread the load over the app instances.",
+                width=8,
+            ),
+            Panel(
+                "App p95 by instance",
+                (
+                    Target(
+                        "histogram_quantile(0.95, sum by (instance, le) "
+                        f"(rate(loadlab_app_request_duration_seconds_bucket{{{inst}}}[{q.RATE}])))",
+                        "{{instance}}",
+                    ),
+                ),
+                SECONDS,
+                "Server-side latency per instance; compare with Locust's p95 to see time spent in the queue.",
+                width=8,
+            ),
+            Panel(
+                "App DB pool in use vs size",
+                (
+                    Target(
+                        f'sum by (instance) (loadlab_app_db_pool_connections{{{inst}, state="in_use"}})',
+                        "{{instance}} in use",
+                    ),
+                    Target(
+                        f"sum by (instance) (loadlab_app_db_pool_requests_waiting{{{inst}}})",
+                        "{{instance}} waiting",
+                    ),
+                    Target(
+                        f"max(loadlab_app_db_pool_size{{{inst}}})",
+                        "pool size",
+                        limit=True,
+                    ),
+                ),
+                SHORT,
+                "Connections in use against the pool size, and requests queued for one: "
+                "a full pool with waiters is DB connection saturation.",
+                width=8,
+            ),
+        ),
+    )
+
+
+def build() -> Dashboard:
+    """The dashboard to watch during a run."""
+    return Dashboard(
+        uid=UID,
+        title="loadlab / Load vs saturation",
+        description="Locust's load and results on the same time axis as CPU and connections on both sides.",
+        rows=[_load_row(), _cpu_row(), _connections_row(), _app_row()],
+        variables=q.variables(),
+    )

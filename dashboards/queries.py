@@ -1,0 +1,98 @@
+"""The PromQL behind the figures more than one dashboard shows, so the same figure means the same query.
+
+Queries filter on the dashboard variables: `$host` (inventory hostname, from the scrape config's `host`
+label), `$instance` (an app instance's scrape target) and `$port` (the target's port, nginx_port in the lab).
+`window` is a range selector: `$__rate_interval` for time series, `$__range` for one figure over the
+selected time (a sweep step).
+"""
+
+from __future__ import annotations
+
+from loadlab.dashboards.builder import Variable, datasource_variable, query_variable, textbox_variable
+
+RATE = "$__rate_interval"
+RANGE = "$__range"
+
+HOST = 'host=~"$host"'
+# The process groups that make up the target stack (the rest are generators and monitoring).
+TARGET_GROUPS = "nginx|app-.+|postgres|redis"
+LOCUST_GROUPS = "locust-.+"
+
+
+def variables() -> list[Variable]:
+    """The variables every lab dashboard offers, so links between dashboards keep the selection."""
+    return [
+        datasource_variable(),
+        query_variable("host", "Host", "label_values(up, host)", "Inventory hostname (scrape config label)"),
+        query_variable(
+            "instance",
+            "App instance",
+            'label_values(loadlab_app_requests_total{host=~"$host"}, instance)',
+            "An app instance's scrape target",
+        ),
+        textbox_variable("port", "Target port", "8080", "The port load goes to (nginx_port in the lab)"),
+    ]
+
+
+def users() -> str:
+    """Locust users running now (the load the sweep sets)."""
+    return f"sum(loadlab_locust_users{{{HOST}}})"
+
+
+def requests_per_second(window: str = RATE) -> str:
+    return f"sum(rate(loadlab_locust_requests_total{{{HOST}}}[{window}]))"
+
+
+def failures_per_second(window: str = RATE) -> str:
+    return f"sum(rate(loadlab_locust_failures_total{{{HOST}}}[{window}]))"
+
+
+def failure_ratio(window: str = RATE) -> str:
+    """Failed share of requests; the sweep's fail_ratio."""
+    return f"{failures_per_second(window)} / {requests_per_second(window)}"
+
+
+def latency_quantile(q: float, window: str = RATE) -> str:
+    """Response time quantile as Locust saw it (client side, from the plugin's histogram)."""
+    return (
+        f"histogram_quantile({q}, sum by (le) "
+        f"(rate(loadlab_locust_response_time_seconds_bucket{{{HOST}}}[{window}])))"
+    )
+
+
+def process_cpu(groups: str, window: str = RATE, by: str = "host, group") -> str:
+    """CPU of process groups in cores (1.0 = one full core)."""
+    return f'sum by ({by}) (rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{groups}"}}[{window}]))'
+
+
+def target_cpu(window: str = RATE) -> str:
+    """CPU the target stack burns in cores, all target process groups together."""
+    return f'sum(rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{TARGET_GROUPS}"}}[{window}]))'
+
+
+def busiest_locust_process(window: str = RATE) -> str:
+    """The Locust process closest to a full core: at 1.0 the generator, not the target, is the limit."""
+    return f'max(rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{LOCUST_GROUPS}"}}[{window}]))'
+
+
+def host_cpu_busy(window: str = RATE) -> str:
+    """Share of each host's CPU time not idle (0..1 over all its cores)."""
+    return f'1 - avg by (host) (rate(loadlab_host_cpu_seconds_total{{{HOST}, mode="idle"}}[{window}]))'
+
+
+def host_cores() -> str:
+    return f"max by (host) (loadlab_host_cpus{{{HOST}}})"
+
+
+def established(role: str, by: str = "host") -> str:
+    """Established TCP sockets at the target port: role server = accepted by it, client = opened to it."""
+    grouping = f" by ({by}) " if by else ""
+    return f'sum{grouping}(loadlab_tcp_sockets{{{HOST}, role="{role}", state="established", port="$port"}})'
+
+
+def postgres_connections() -> str:
+    return f"sum by (host) (loadlab_postgres_connections{{{HOST}}})"
+
+
+def postgres_max_connections() -> str:
+    return f"max by (host) (loadlab_postgres_max_connections{{{HOST}}})"
