@@ -1,0 +1,259 @@
+"""Exporter configuration: the file the exporter role writes, then command-line flags over it.
+
+Everything is validated before the exporter starts; a bad value raises UserError naming it, which the CLI
+turns into one line and exit code 2.
+
+```yaml
+listen: "127.0.0.1:9465"
+ports: [8080, 8001, 8002, 8003, 5433, 6380, 5557, 9466]   # own socket label; the rest fold into "other"
+process_groups: {nginx: "^nginx: ", app-8001: "loadlab\\.app .*--port 8001\\b"}
+postgres: {dsn: "host=127.0.0.1 port=5433 dbname=loadlab user=loadlab_monitor password=..."}   # optional
+redis: {url: "redis://:pw@127.0.0.1:6380/0"}                                                # optional
+nginx: {status_url: "http://127.0.0.1:8088/stub_status"}                                     # optional
+timeout: 2          # seconds one source may take per scrape (optional)
+```
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadlab.console import UserError
+
+# The lab's defaults (inventory/group_vars/all.yml): what runs here when no file says otherwise.
+DEFAULT_LISTEN = "127.0.0.1:9465"
+# nginx, three app instances, postgres, redis, locust master, locust plugin metrics
+DEFAULT_PORTS = (8080, 8001, 8002, 8003, 5433, 6380, 5557, 9466)
+DEFAULT_PROCESS_GROUPS = {
+    "nginx": r"^nginx: ",
+    "app-8001": r"loadlab\.app .*--port 8001\b",
+    "app-8002": r"loadlab\.app .*--port 8002\b",
+    "app-8003": r"loadlab\.app .*--port 8003\b",
+    "postgres": r"^postgres(: |\s|$)|/postgres\s",
+    "redis": r"^redis-server\b|/redis-server\s",
+    "locust-master": r"\blocust\b.*--master\b",
+    "locust-worker": r"\blocust\b.*--worker\b",
+    "prometheus": r"^/usr/bin/prometheus\s",
+}
+DEFAULT_TIMEOUT = 2.0
+_KEYS = ("listen", "ports", "process_groups", "postgres", "redis", "nginx", "timeout")
+_SECTIONS = {"postgres": "dsn", "redis": "url", "nginx": "status_url"}
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    """What the exporter reads and where it listens; a missing source section leaves that collector off."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9465
+    ports: tuple[int, ...] = DEFAULT_PORTS
+    process_groups: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PROCESS_GROUPS))
+    postgres_dsn: str | None = None
+    redis_url: str | None = None
+    nginx_status_url: str | None = None
+    source_timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def listen(self) -> str:
+        """HOST:PORT as a user writes it."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+def parse_listen(text: Any, where: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or :PORT (all interfaces) to (host, port)."""
+    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<p6>\d+)|(?P<host>[^:\[\]\s]*):(?P<port>\d+)", str(text))
+    if not isinstance(text, str) or match is None:
+        raise UserError(f"{where}: {text!r} is not HOST:PORT (e.g. 127.0.0.1:9465)")
+    host = match["v6"] if match["v6"] is not None else match["host"] or "0.0.0.0"
+    port = int(match["p6"] or match["port"])
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise UserError(f"{where}: {host!r} is not an IPv6 address") from None
+    elif not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        raise UserError(f"{where}: {host!r} is not a host name or address")
+    if port > 65535:
+        raise UserError(f"{where}: port {port} is out of range (0-65535)")
+    return host, port
+
+
+def parse_ports(values: Any, where: str) -> tuple[int, ...]:
+    """A list of TCP ports (1-65535), or a comma-separated string of them."""
+    if isinstance(values, str):
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    if not isinstance(values, Sequence):
+        raise UserError(f"{where}: expected a list of ports, got {values!r}")
+    ports = []
+    for i, value in enumerate(values):
+        try:
+            port = int(value)
+            if isinstance(value, bool) or str(port) != str(value).strip() or not 1 <= port <= 65535:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UserError(f"{where}[{i}]: {value!r} is not a TCP port (1-65535)") from None
+        ports.append(port)
+    return tuple(dict.fromkeys(ports))
+
+
+def parse_process_groups(groups: Any, where: str) -> dict[str, str]:
+    """name -> regular expression searched in the full command line."""
+    if not isinstance(groups, Mapping):
+        raise UserError(f"{where}: expected a mapping of group name to regular expression")
+    out = {}
+    for name, rx in groups.items():
+        if not isinstance(name, str) or not name.strip():
+            raise UserError(f"{where}: group name {name!r} is not a non-empty string")
+        if not isinstance(rx, str):
+            raise UserError(f"{where}.{name}: {rx!r} is not a regular expression string")
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            raise UserError(f"{where}.{name}: {rx!r} is not a valid regular expression ({exc})") from None
+        out[name] = rx
+    return out
+
+
+def parse_group_flags(flags: Sequence[str]) -> dict[str, str]:
+    """--process-group NAME=REGEX values to a mapping."""
+    groups = {}
+    for flag in flags:
+        name, sep, rx = flag.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--process-group: {flag!r} is not NAME=REGEX")
+        groups[name.strip()] = rx
+    return parse_process_groups(groups, "--process-group")
+
+
+def check_dsn(dsn: Any, where: str) -> str:
+    """A libpq connection string or URI that libpq can parse."""
+    from psycopg import conninfo
+
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise UserError(f"{where}: expected a PostgreSQL connection string")
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except Exception as exc:
+        raise UserError(f"{where}: not a valid PostgreSQL connection string ({str(exc).strip()})") from None
+    for port in str(params.get("port", "5432")).split(","):
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise UserError(f"{where}: port {port!r} is not a TCP port (1-65535)")
+    return dsn
+
+
+def check_url(url: Any, where: str, schemes: tuple[str, ...]) -> str:
+    """A URL with one of the schemes, a host (unix sockets excepted) and a valid port."""
+    if not isinstance(url, str):
+        raise UserError(f"{where}: expected a URL, got {url!r}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in schemes:
+        raise UserError(f"{where}: {url!r} must start with {' or '.join(s + '://' for s in schemes)}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise UserError(f"{where}: {url!r} has an invalid port") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise UserError(f"{where}: {url!r} has no host")
+    return url
+
+
+def check_timeout(value: Any, where: str) -> float:
+    """Seconds, more than 0 and at most 60."""
+    try:
+        seconds = float(value)
+        if isinstance(value, bool) or not 0 < seconds <= 60:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {value!r} is not a number of seconds in (0, 60]") from None
+    return seconds
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in the config file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"config {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config {path}: not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path}: expected a mapping at the top level")
+    unknown = [k for k in data if k not in _KEYS]
+    if unknown:
+        raise UserError(f"config {path}: unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})")
+    return data
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    listen: str | None = None,
+    ports: str | None = None,
+    process_groups: Sequence[str] = (),
+    postgres_dsn: str | None = None,
+    redis_url: str | None = None,
+    nginx_status_url: str | None = None,
+) -> ExporterConfig:
+    """The file (if any), then each flag that was given over it, all validated."""
+    data = read_file(path) if path is not None else {}
+    where = f"config {path}" if path is not None else ""
+
+    def at(key: str) -> str:
+        return f"{where}: {key}"
+
+    host, port = parse_listen(data.get("listen", DEFAULT_LISTEN), at("listen"))
+    if listen is not None:
+        host, port = parse_listen(listen, "--listen")
+    port_list = parse_ports(data["ports"], at("ports")) if "ports" in data else DEFAULT_PORTS
+    if ports is not None:
+        port_list = parse_ports(ports, "--ports")
+    groups = (
+        parse_process_groups(data["process_groups"], at("process_groups"))
+        if "process_groups" in data
+        else dict(DEFAULT_PROCESS_GROUPS)
+    )
+    groups.update(parse_group_flags(process_groups))
+
+    flags = {
+        "postgres": ("--postgres-dsn", postgres_dsn),
+        "redis": ("--redis-url", redis_url),
+        "nginx": ("--nginx-status-url", nginx_status_url),
+    }
+    sources: dict[str, tuple[Any, str]] = {}
+    for section, key in _SECTIONS.items():
+        value = data.get(section)
+        if value is not None:
+            if not isinstance(value, dict) or set(value) != {key}:
+                raise UserError(f"{at(section)}: expected a mapping with exactly one key, {key!r}")
+            sources[section] = (value[key], at(f"{section}.{key}"))
+        flag, flag_value = flags[section]
+        if flag_value is not None:
+            sources[section] = (flag_value, flag)
+    dsn, dsn_where = sources.get("postgres", (None, ""))
+    url, url_where = sources.get("redis", (None, ""))
+    status, status_where = sources.get("nginx", (None, ""))
+    return ExporterConfig(
+        listen_host=host,
+        listen_port=port,
+        ports=port_list,
+        process_groups=groups,
+        postgres_dsn=check_dsn(dsn, dsn_where) if dsn is not None else None,
+        redis_url=check_url(url, url_where, ("redis", "rediss", "unix")) if url is not None else None,
+        nginx_status_url=check_url(status, status_where, ("http", "https")) if status is not None else None,
+        source_timeout=check_timeout(data["timeout"], at("timeout"))
+        if "timeout" in data
+        else DEFAULT_TIMEOUT,
+    )

@@ -1,0 +1,182 @@
+"""Locust plugin: the master's own state as Prometheus metrics, served from inside the Locust process.
+
+A locustfile loads it with `import loadlab.exporters.locust`; importing only registers event listeners.
+On the master (or a local runner) it serves /metrics on `--loadlab-metrics-host`:`--loadlab-metrics-port`
+(default 127.0.0.1:9466; port 0 turns it off). In distributed mode requests happen on the workers and reach
+the master as aggregated reports, so every figure is read at scrape time from the runner's own objects:
+`runner.stats` for requests, failures and response times, `runner.clients` for workers. Nothing is parsed
+from the web UI's JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from locust import events
+from locust.runners import (
+    STATE_CLEANUP,
+    STATE_INIT,
+    STATE_MISSING,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    STATE_STOPPED,
+    STATE_STOPPING,
+    LocalRunner,
+    MasterRunner,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+DEFAULT_PORT = 9466
+DEFAULT_HOST = "127.0.0.1"
+RUNNER_STATES = (
+    STATE_INIT,
+    STATE_SPAWNING,
+    STATE_RUNNING,
+    STATE_CLEANUP,
+    STATE_STOPPING,
+    STATE_STOPPED,
+    STATE_MISSING,
+)
+# Histogram bucket bounds in seconds. Locust keeps response times rounded to about two significant digits
+# (147 ms is stored as 150 ms), so a bound only separates what Locust itself still tells apart.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, math.inf)
+
+log = logging.getLogger("loadlab.locust")
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def histogram_buckets(response_times_ms: dict[int, int]) -> list[tuple[str, int]]:
+    """Cumulative (le, count) pairs from Locust's {rounded milliseconds: count} distribution."""
+    ordered = sorted(response_times_ms.items())
+    out, i, cumulative = [], 0, 0
+    for bound in BUCKETS:
+        while i < len(ordered) and ordered[i][0] <= bound * 1000:
+            cumulative += ordered[i][1]
+            i += 1
+        out.append((_le(bound), cumulative))
+    return out
+
+
+class LocustCollector:
+    """Users, runner and worker states, worker CPU, per-endpoint requests, failures and response times."""
+
+    name = "locust"
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+
+    def collect(self) -> Iterator[Metric]:
+        runner = self.environment.runner
+        if runner is None:
+            raise RuntimeError("Locust has no runner yet")
+        stats = runner.stats
+        yield GaugeMetricFamily(
+            "loadlab_locust_users", "Users running now, all workers.", value=runner.user_count
+        )
+        state = GaugeMetricFamily(
+            "loadlab_locust_runner_state",
+            "1 on the runner's current state, 0 on the others.",
+            labels=["state"],
+        )
+        for name in RUNNER_STATES:
+            state.add_metric([name], 1 if runner.state == name else 0)
+        yield state
+
+        cpu = GaugeMetricFamily(
+            "loadlab_locust_worker_cpu_ratio",
+            "CPU use of each Locust worker process as reported to the master (1 = one core busy).",
+            labels=["worker"],
+        )
+        if isinstance(runner, MasterRunner):
+            nodes = list(runner.clients.values())
+            workers = GaugeMetricFamily(
+                "loadlab_locust_workers", "Workers known to the master by state.", labels=["state"]
+            )
+            for name in RUNNER_STATES:
+                workers.add_metric([name], sum(1 for node in nodes if node.state == name))
+            yield workers
+            for node in nodes:
+                cpu.add_metric([str(node.id)], float(node.cpu_usage) / 100)
+        else:
+            cpu.add_metric(["local"], float(runner.current_cpu_usage) / 100)
+        yield cpu
+
+        requests = CounterMetricFamily(
+            "loadlab_locust_requests_total", "Requests made, per endpoint.", labels=["method", "name"]
+        )
+        failures = CounterMetricFamily(
+            "loadlab_locust_failures_total", "Requests that failed, per endpoint.", labels=["method", "name"]
+        )
+        latency = HistogramMetricFamily(
+            "loadlab_locust_response_time_seconds",
+            "Response time per endpoint (Locust keeps it rounded to about two significant digits).",
+            labels=["method", "name"],
+        )
+        for entry in list(stats.entries.values()):
+            labels = [str(entry.method or ""), str(entry.name)]
+            requests.add_metric(labels, entry.num_requests)
+            failures.add_metric(labels, entry.num_failures)
+            latency.add_metric(
+                labels, histogram_buckets(dict(entry.response_times)), entry.total_response_time / 1000
+            )
+        yield requests
+        yield failures
+        yield latency
+        yield GaugeMetricFamily(
+            "loadlab_locust_current_rps",
+            "Requests per second over the last seconds, all endpoints (Locust's current RPS).",
+            value=float(stats.total.current_rps),
+        )
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any, **_: Any) -> None:
+    parser.add_argument(
+        "--loadlab-metrics-port",
+        type=int,
+        default=DEFAULT_PORT,
+        env_var="LOCUST_LOADLAB_METRICS_PORT",
+        help=f"Port for the master's Prometheus metrics (default {DEFAULT_PORT}; 0 turns them off).",
+        include_in_web_ui=False,
+    )
+    parser.add_argument(
+        "--loadlab-metrics-host",
+        default=DEFAULT_HOST,
+        env_var="LOCUST_LOADLAB_METRICS_HOST",
+        help=f"Address the metrics listen on (default {DEFAULT_HOST}).",
+        include_in_web_ui=False,
+    )
+
+
+@events.init.add_listener
+def _serve(environment: Any, runner: Any = None, **_: Any) -> None:
+    options = environment.parsed_options
+    if options is None or not isinstance(runner, MasterRunner | LocalRunner):
+        return
+    port = getattr(options, "loadlab_metrics_port", DEFAULT_PORT)
+    host = getattr(options, "loadlab_metrics_host", DEFAULT_HOST)
+    if not port:
+        return
+    from gevent.pywsgi import WSGIServer
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    from loadlab.exporters.server import LabExporter
+
+    registry = CollectorRegistry()
+    registry.register(LabExporter([LocustCollector(environment)], logger=log))
+    server = WSGIServer((host, port), make_wsgi_app(registry), log=None, error_log=log)
+    try:
+        server.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        log.error("loadlab metrics: cannot listen on %s:%s: %s", host, port, reason)
+        raise SystemExit(2) from None
+    log.info("loadlab metrics on http://%s:%s/metrics", host, server.server_port)
+    environment.events.quit.add_listener(lambda **_: server.stop(timeout=1))

@@ -1,0 +1,150 @@
+"""Exporter configuration: the file, flags over it, and one line + exit 2 for every bad value."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loadlab.cli import main
+from loadlab.console import UserError
+from loadlab.exporters.config import DEFAULT_PORTS, load_config
+
+GOOD = """
+listen: "127.0.0.1:9465"
+ports: [8080, 8001]
+process_groups:
+  nginx: "^nginx: "
+  app-8001: "loadlab\\\\.app .*--port 8001\\\\b"
+postgres: {dsn: "host=127.0.0.1 port=5433 dbname=loadlab user=loadlab_monitor password=x"}
+redis: {url: "redis://:pw@127.0.0.1:6380/0"}
+nginx: {status_url: "http://127.0.0.1:8088/stub_status"}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exporter.yml"
+    path.write_text(text)
+    return path
+
+
+def test_file_as_the_role_writes_it(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 9465)
+    assert config.ports == (8080, 8001)
+    assert config.process_groups == {"nginx": "^nginx: ", "app-8001": r"loadlab\.app .*--port 8001\b"}
+    assert config.postgres_dsn.startswith("host=127.0.0.1 port=5433")
+    assert config.redis_url == "redis://:pw@127.0.0.1:6380/0"
+    assert config.nginx_status_url == "http://127.0.0.1:8088/stub_status"
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, GOOD),
+        listen="[::1]:9999",
+        ports="9000, 9001",
+        process_groups=["nginx=^nginx", "extra=foo"],
+        redis_url="redis://127.0.0.1:7000/0",
+    )
+    assert (config.listen_host, config.listen_port, config.listen) == ("::1", 9999, "[::1]:9999")
+    assert config.ports == (9000, 9001)
+    assert config.process_groups["nginx"] == "^nginx"
+    assert config.process_groups["extra"] == "foo"
+    assert config.redis_url == "redis://127.0.0.1:7000/0"
+
+
+def test_missing_sections_leave_collectors_off_and_defaults_apply(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "listen: ':9465'\n"))
+    assert config.listen_host == "0.0.0.0"
+    assert config.ports == DEFAULT_PORTS
+    assert (config.postgres_dsn, config.redis_url, config.nginx_status_url) == (None, None, None)
+    assert "nginx" in config.process_groups
+    assert load_config(write(tmp_path, "")).listen == "127.0.0.1:9465"
+
+
+BAD_FILES = [
+    ("ports: [8080, abc]", r"ports\[1\]: 'abc' is not a TCP port"),
+    ("ports: [70000]", r"ports\[0\]: 70000 is not a TCP port"),
+    ("ports: 8080", r"ports: expected a list of ports"),
+    ("listen: localhost", r"listen: 'localhost' is not HOST:PORT"),
+    ("listen: '127.0.0.1:99999'", r"listen: port 99999 is out of range"),
+    ("listen: '[nope]:80'", r"listen: 'nope' is not an IPv6 address"),
+    ("process_groups: {app: '('}", r"process_groups\.app: '\(' is not a valid regular expression"),
+    ("process_groups: [a, b]", r"process_groups: expected a mapping"),
+    ("portz: [1]", r"unknown key 'portz'"),
+    ("postgres: {dsn: nonsense}", r"postgres\.dsn: not a valid PostgreSQL connection string"),
+    ("postgres: {dsn: 'host=x port=abc'}", r"postgres\.dsn: port 'abc' is not a TCP port"),
+    ("postgres: {url: 'x'}", r"postgres: expected a mapping with exactly one key, 'dsn'"),
+    (
+        "redis: {url: 'http://127.0.0.1:6380'}",
+        r"redis\.url: 'http://127.0.0.1:6380' must start with redis://",
+    ),
+    ("redis: {url: 'redis://127.0.0.1:port/0'}", r"redis\.url: .* has an invalid port"),
+    ("nginx: {status_url: 'ftp://x/stub'}", r"nginx\.status_url: 'ftp://x/stub' must start with http://"),
+    ("timeout: -1", r"timeout: -1 is not a number of seconds"),
+    ("ports: [1, 2", r"not valid YAML at line"),
+    ("- a\n- b", r"expected a mapping at the top level"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_FILES, ids=[m for _, m in BAD_FILES])
+def test_bad_file_value_is_one_line_and_exit_2(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text + "\n")
+    result = CliRunner().invoke(main, ["exporter", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: config {path}: ")
+    assert re.search(message, lines[0]), lines[0]
+    with pytest.raises(UserError):
+        load_config(path)
+
+
+BAD_FLAGS = [
+    (["--ports", "8080,x"], r"--ports\[1\]: 'x' is not a TCP port"),
+    (["--listen", "9465"], r"--listen: '9465' is not HOST:PORT"),
+    (["--process-group", "noequals"], r"--process-group: 'noequals' is not NAME=REGEX"),
+    (["--process-group", "a=("], r"--process-group\.a: '\(' is not a valid regular expression"),
+    (["--postgres-dsn", "nonsense"], r"--postgres-dsn: not a valid PostgreSQL connection string"),
+    (["--redis-url", "127.0.0.1:6380"], r"--redis-url: .* must start with redis://"),
+    (["--nginx-status-url", "localhost:8088"], r"--nginx-status-url: .* must start with http://"),
+    (["--config", "/nonexistent/exporter.yml"], r"config /nonexistent/exporter.yml: cannot read it"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_FLAGS, ids=[a[0] for a, _ in BAD_FLAGS])
+def test_bad_flag_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["exporter", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_busy_listen_address_is_one_line_and_exit_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from loadlab.cli import main; main()",
+                "exporter",
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,83 @@
+"""The processes collector against real processes this test starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from loadlab.exporters.processes import ProcessesCollector, read_stat
+from tests.exporter_support import exposition, promtool_check, registry_of
+
+# A process with 3 threads and 5 extra open files, named by a marker in its command line.
+CHILD = """
+import sys, threading, time
+for _ in range(2):
+    threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
+files = [open("/dev/null") for _ in range(5)]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"loadlab-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def children(marker: str) -> Iterator[list[subprocess.Popen]]:
+    procs = []
+    for i in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, marker, f"--instance={i}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        procs.append(proc)
+    yield procs
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_groups_sum_their_processes(marker: str, children: list[subprocess.Popen]) -> None:
+    groups = {"first": rf"{marker} --instance=0\b", "both": marker}
+    registry = registry_of(ProcessesCollector(groups))
+    get = registry.get_sample_value
+    # a process belongs to the first group that matches
+    assert get("loadlab_processes", {"group": "first"}) == 1
+    assert get("loadlab_processes", {"group": "both"}) == 1
+    assert get("loadlab_process_threads", {"group": "first"}) == 3
+    fds = len(os.listdir(f"/proc/{children[0].pid}/fd"))
+    assert get("loadlab_process_open_fds", {"group": "first"}) == fds
+    assert fds >= 3 + 5
+    assert get("loadlab_process_resident_memory_bytes", {"group": "first"}) > 1_000_000
+    assert get("loadlab_process_cpu_seconds_total", {"group": "first"}) >= 0
+    assert get("loadlab_processes", {"group": "exporter"}) == 1  # this process, always its own group
+    assert promtool_check(exposition(registry)) == ""
+
+
+def test_a_group_with_no_process_reads_zero(marker: str, children: list[subprocess.Popen]) -> None:
+    collector = ProcessesCollector({"mine": marker})
+    assert registry_of(collector).get_sample_value("loadlab_processes", {"group": "mine"}) == 2
+    for proc in children:
+        proc.kill()
+        proc.wait()
+    registry = registry_of(collector)
+    assert registry.get_sample_value("loadlab_processes", {"group": "mine"}) == 0
+    assert registry.get_sample_value("loadlab_process_threads", {"group": "mine"}) == 0
+
+
+def test_stat_line_with_spaces_and_parentheses_in_the_name() -> None:
+    fields = ["S"] + ["0"] * 10 + ["250", "150"] + ["0"] * 4 + ["7"] + ["0"] * 3 + ["100"] + ["0"] * 20
+    cpu, threads, rss = read_stat(f"4242 (odd ) name) {' '.join(fields)}")
+    assert cpu == pytest.approx(400 / os.sysconf("SC_CLK_TCK"))
+    assert threads == 7
+    assert rss == 100 * os.sysconf("SC_PAGE_SIZE")
