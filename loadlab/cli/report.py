@@ -1,0 +1,23 @@
+"""`loadlab report`: regenerate report.html and its PNG plots from a finished (or interrupted) sweep run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from loadlab.cli.sweep import OneLineCommand
+from loadlab.console import console
+
+
+@click.command(cls=OneLineCommand)
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option(
+    "--panels/--no-panels", default=True, help="Render the lab dashboards' panels from Prometheus too."
+)
+def report(run_dir: str, panels: bool) -> None:
+    """Write RUN_DIR/report.html with throughput, CPU and socket plots and the capacity table."""
+    from loadlab.sweep.report import write_report
+
+    path = write_report(Path(run_dir), panels=panels)
+    console.print(f"report: {path}", markup=False)

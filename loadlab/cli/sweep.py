@@ -1,0 +1,289 @@
+"""`loadlab sweep`: step load through user counts and say what the stack carries and what gives out first."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from loadlab.console import UserError, console, err_console
+from loadlab.sweep.spec import SweepSpec, load_spec, parse_duration, parse_users
+
+
+class OneLineCommand(click.Command):
+    """A bad flag is one line and exit 2, like every other user error (no usage block)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise UserError(f"{ctx.command_path}: {exc.format_message()}") from None
+
+
+_SHAPING = ("users", "step_time", "warmup", "spawn_rate", "out", "threshold", "spec", "host", "locustfile",
+            "workers", "user_classes", "name")  # fmt: skip
+
+
+def _build_spec(opts: dict[str, Any]) -> SweepSpec:
+    """The spec file (if any) with the flags over it; flags' thresholds add to the file's."""
+    if opts["spec"]:
+        path = Path(opts["spec"])
+        if not path.is_file():
+            raise UserError(f"--spec {path}: no such file (the shipped specs are in scripts/sweeps/)")
+        spec = load_spec(path)
+    elif opts["users"]:
+        spec = SweepSpec(name="sweep", users=[1])
+    else:
+        raise UserError("give the steps: --users 10,20,40 or --spec scripts/sweeps/NAME.yml")
+    if opts["users"]:
+        spec.users = parse_users(opts["users"])
+    if opts["step_time"]:
+        spec.step_time = parse_duration(opts["step_time"], "--step-time")
+    if opts["warmup"]:
+        spec.warmup = parse_duration(opts["warmup"], "--warmup")
+    if opts["spawn_rate"]:
+        try:
+            spec.spawn_rate = float(opts["spawn_rate"])
+        except ValueError:
+            raise UserError(f"--spawn-rate: expected users per second, got {opts['spawn_rate']!r}") from None
+    if opts["user_classes"]:
+        spec.user_classes = [c.strip() for c in opts["user_classes"].split(",") if c.strip()]
+    if opts["name"]:
+        spec.name = opts["name"]
+    if opts["host"]:
+        spec.target = opts["host"]
+    if opts["locustfile"]:
+        spec.locustfile = opts["locustfile"]
+    if opts["workers"] is not None:
+        spec.workers = opts["workers"]
+    spec.thresholds = [*spec.thresholds, *opts["threshold"]]
+    return spec.validate()
+
+
+def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
+    from loadlab.sweep.lab_view import LabView, read_lab
+    from loadlab.sweep.runner import SweepPlan
+
+    spec = _build_spec(opts)
+    standalone = spec.target not in (None, "lab")
+    if standalone:
+        if not spec.locustfile:
+            raise UserError(
+                "--host needs -f LOCUSTFILE: a standalone sweep starts its own Locust with those users"
+            )
+        for part in spec.locustfile.split(","):
+            if not Path(part).is_file():
+                raise UserError(f"-f {part}: no such locustfile")
+    else:
+        if opts["locustfile"]:
+            raise UserError(
+                "-f is for standalone sweeps (with --host); the lab's Locust master runs its own files"
+            )
+        if opts["workers"] is not None:
+            raise UserError(
+                "--workers is for standalone sweeps (with --host); the lab's workers are already up"
+            )
+    inventory = opts["inventory"]
+    if inventory and not Path(inventory).exists():
+        raise UserError(f"-i {inventory}: no such inventory")
+    need_lab = not standalone or not opts["allow_any_host"]
+    lab = read_lab(inventory) if need_lab else LabView(inventory=inventory)
+    if standalone:
+        host = spec.target
+        assert host is not None
+        if not opts["allow_any_host"] and not lab.names_target(host):
+            named = (
+                ", ".join(f"http://{a}:{p}" for a, p in lab.nginx) or f"none ({lab.error or 'no lb hosts'})"
+            )
+            raise UserError(
+                f"refusing to load {host}: it is not the lab's nginx in the inventory ({named}); "
+                "pass --allow-any-host to load it anyway"
+            )
+        workers = spec.workers or os.cpu_count() or 1
+    else:
+        if lab.nginx_url is None:
+            raise UserError(lab.error or "no lab target: the inventory names no nginx host (lb group)")
+        host = lab.nginx_url
+        workers = None
+    name = spec.name
+    out = Path(opts["out"]) if opts["out"] else Path("results") / f"{datetime.now():%Y%m%d-%H%M%S}-{name}"
+    return SweepPlan(
+        spec=spec,
+        mode="standalone" if standalone else "lab",
+        host=host,
+        out=out,
+        lab=lab,
+        locustfile=",".join(str(Path(p).resolve()) for p in spec.locustfile.split(","))
+        if standalone
+        else None,
+        workers=workers,
+        allow_any_host=bool(opts["allow_any_host"]),
+        command=_command_line(opts),
+    )
+
+
+def _command_line(opts: dict[str, Any]) -> list[str]:
+    """The command as given, rebuilt from the parsed options (for run.json)."""
+    flags = {"locustfile": "-f", "inventory": "-i"}
+    argv = ["loadlab", "sweep"]
+    for key, value in opts.items():
+        flag = flags.get(key, f"--{key.replace('_', '-')}")
+        if value is None or value is False or value == ():
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, tuple):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, RunDir, list, dict]
+    from loadlab.sweep.lab_view import LabView, read_lab
+    from loadlab.sweep.results import RunDir
+    from loadlab.sweep.runner import SweepPlan
+
+    given = [f"--{k.replace('_', '-')}" for k in _SHAPING if opts.get(k) not in (None, (), False)]
+    if given:
+        raise UserError(f"--resume takes every setting from {path}/run.json; drop {', '.join(given)}")
+    run_dir = RunDir(path)
+    run = run_dir.read_run()
+    try:
+        spec = SweepSpec(**run["spec"]).validate()
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{path}/run.json: unreadable spec ({exc})") from None
+    steps = run_dir.read_steps(repair=True)
+    inventory = opts["inventory"] or (run.get("inventory") or {}).get("path")
+    standalone = run.get("mode") == "standalone"
+    lab = (
+        read_lab(inventory)
+        if (not standalone or not run.get("allow_any_host"))
+        else LabView(inventory=inventory)
+    )
+    host = run["target"] if standalone else lab.nginx_url
+    if host is None:
+        raise UserError(lab.error or "no lab target: the inventory names no nginx host (lb group)")
+    if standalone and not run.get("allow_any_host") and not lab.names_target(host):
+        raise UserError(f"refusing to load {host}: it is not the lab's nginx in the inventory")
+    plan = SweepPlan(
+        spec=spec,
+        mode=run.get("mode", "lab"),
+        host=host,
+        out=path,
+        lab=lab,
+        locustfile=run.get("locustfile"),
+        workers=run.get("workers"),
+        allow_any_host=bool(run.get("allow_any_host")),
+        command=run.get("command", []),
+    )
+    return plan, run_dir, steps, run
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    usl = summary.get("usl")
+    console.print(
+        f"max {summary.get('max_rps')} rps at {summary.get('max_rps_users')} users; "
+        f"knee {summary.get('knee_users')} users"
+        + ("" if (summary.get("knee") or {}).get("found") else " (no bend inside the sweep)"),
+        markup=False,
+        soft_wrap=True,
+    )
+    if usl:
+        console.print(
+            f"USL: sigma {usl['sigma']}, kappa {usl['kappa']}, peak {usl['peak_rps']} rps "
+            f"at {usl['peak_users']} users",
+            markup=False,
+            soft_wrap=True,
+        )
+    rec = summary.get("recommendation")
+    if rec:
+        console.print(rec["text"], markup=False)
+    for t in summary.get("thresholds") or []:
+        console.print(f"threshold {t['expr']}: {'pass' if t['passed'] else 'FAIL'}", markup=False)
+    console.print(f"verdict: {summary.get('verdict')}  ({out})", markup=False)
+
+
+@click.command(cls=OneLineCommand)
+@click.option("--users", help="User count of each step, e.g. 10,20,40 (a spike: 1,50,1).")
+@click.option("--step-time", help="Measured window per step, e.g. 30s, 2m (default 30s).")
+@click.option("--warmup", help="Time after all users are running before the window opens (default 5s).")
+@click.option("--spawn-rate", help="Users started (or stopped) per second between steps (default 10).")
+@click.option("--out", help="Run folder (default results/<timestamp>-<name>/).")
+@click.option(
+    "--threshold", multiple=True, help="Gate, repeatable: 'p95<200ms', 'rps>100@50', 'fail_ratio<1%'."
+)
+@click.option("--spec", help="Sweep spec file (scripts/sweeps/NAME.yml); flags override its fields.")
+@click.option("--resume", help="Continue the run in this folder after its last finished step.")
+@click.option("--host", help="Target URL: a standalone sweep with our own Locust (needs -f).")
+@click.option("-f", "--locustfile", help="Locustfile for a standalone sweep.")
+@click.option(
+    "--workers", type=int, help="Locust workers of a standalone sweep (default: this machine's cores)."
+)
+@click.option("--allow-any-host", is_flag=True, help="Allow a target that is not the inventory's nginx.")
+@click.option("-i", "--inventory", help="Ansible inventory (default inventory/local.yml).")
+@click.option("--user-classes", help="Locust user classes to run, comma-separated (default: all).")
+@click.option("--name", help="Name of the run (default: the spec's name, else 'sweep').")
+def sweep(**opts: Any) -> None:
+    """Step load through user counts; write steps, summary.json and report.html; gate on thresholds.
+
+    Exit 0 when every threshold holds, 1 when one failed, 2 on bad input or when the target or Locust
+    cannot be used; a run stopped by Ctrl-C or SIGTERM exits 128+signal with its finished steps kept.
+    """
+    from loadlab.sweep.results import RunDir
+    from loadlab.sweep.runner import SweepRunner, check_reachable
+
+    if opts["resume"]:
+        plan, run_dir, steps, run = _plan_from_run(Path(opts["resume"]), opts)
+        if len(steps) >= len(plan.spec.users):
+            console.print(
+                f"{run_dir.path}: every step already finished; refreshing the summary", markup=False
+            )
+        run.setdefault("resumes", []).append({"command": _command_line(opts), "after_steps": len(steps)})
+    else:
+        plan = _plan_from_flags(opts)
+        run_dir = RunDir(plan.out)
+        steps = []
+        run = None
+    remaining = len(plan.spec.users) - len(steps)
+    if remaining > 0:
+        check_reachable(plan.host)
+    if run is None:
+        run_dir.create()
+        run = plan.run_record()
+    run_dir.write_run(run)
+    runner = SweepRunner(plan, run_dir, steps)
+    if remaining > 0:
+        summary, interrupted = runner.run()
+    else:
+        summary, interrupted = runner.write_summary(), None
+    _write_report(plan.out, lab_panels=plan.mode == "lab")
+    if interrupted is not None:
+        err_console.print(
+            f"interrupted by {interrupted}: {summary['finished_steps']} of {summary['planned_steps']} steps "
+            "kept in "
+            f"{plan.out}; continue with: loadlab sweep --resume {plan.out}",
+            markup=False,
+            soft_wrap=True,
+        )
+        import signal
+
+        sys.exit(128 + int(getattr(signal, interrupted)))
+    _print_summary(summary, plan.out)
+    sys.exit(0 if summary["verdict"] == "pass" else 1)
+
+
+def _write_report(path: Path, lab_panels: bool) -> None:
+    from loadlab.sweep.report import write_report
+
+    try:
+        report = write_report(path, panels=lab_panels)
+    except UserError as exc:
+        err_console.print(f"report not written: {exc}", markup=False)
+        return
+    console.print(f"report: {report}", markup=False)

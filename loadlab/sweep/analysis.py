@@ -1,0 +1,186 @@
+"""Reading the curve: max throughput, the knee, a Universal Scalability Law fit, a recommendation."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+
+# Throughput "keeps growing in proportion" while the marginal gain is at least this share of the
+# proportional gain (users x2 -> throughput at least x1.5 with 0.5).
+PROPORTIONAL_SHARE = 0.5
+# Latency "climbs" when p50 or p95 rises by this ratio and by at least LATENCY_RISE_MIN_MS.
+LATENCY_RISE_RATIO = 1.2
+LATENCY_RISE_MIN_MS = 2.0
+# The USL fit needs at least this many distinct user counts (three parameters, one degree of freedom).
+USL_MIN_POINTS = 4
+
+
+def curve(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per distinct user count, ascending; a repeated count (a spike's way back) keeps its best."""
+    best: dict[int, dict[str, Any]] = {}
+    for s in steps:
+        if s.get("rps") is None:
+            continue
+        u = int(s["users"])
+        if u not in best or s["rps"] > best[u]["rps"]:
+            best[u] = s
+    return [best[u] for u in sorted(best)]
+
+
+def max_rps(steps: Sequence[dict[str, Any]]) -> float | None:
+    """The highest measured throughput of any step."""
+    values = [s["rps"] for s in steps if s.get("rps") is not None]
+    return max(values) if values else None
+
+
+def _latency_climbs(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
+    for key in ("p50_ms", "p95_ms"):
+        a, b = prev.get(key), cur.get(key)
+        if a is None or b is None:
+            continue
+        if b >= a * LATENCY_RISE_RATIO and b - a >= LATENCY_RISE_MIN_MS:
+            return True
+    return False
+
+
+def _grows_in_proportion(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
+    user_gain = cur["users"] / prev["users"] - 1.0
+    if prev["rps"] <= 0:
+        return cur["rps"] > 0
+    rps_gain = cur["rps"] / prev["rps"] - 1.0
+    return rps_gain >= PROPORTIONAL_SHARE * user_gain
+
+
+def knee(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The last user count before throughput stops growing in proportion while latency climbs.
+
+    Without such a bend inside the sweep the knee is the largest count measured (found=False): the
+    stack carried everything asked of it.
+    """
+    points = curve(steps)
+    if not points:
+        return {"users": None, "found": False}
+    for prev, cur in zip(points, points[1:], strict=False):
+        if not _grows_in_proportion(prev, cur) and _latency_climbs(prev, cur):
+            return {
+                "users": prev["users"],
+                "found": True,
+                "next_users": cur["users"],
+                "rps": prev["rps"],
+                "next_rps": cur["rps"],
+                "p95_ms": prev.get("p95_ms"),
+                "next_p95_ms": cur.get("p95_ms"),
+            }
+    last = points[-1]
+    return {"users": last["users"], "found": False, "rps": last["rps"], "p95_ms": last.get("p95_ms")}
+
+
+def usl_throughput(n: np.ndarray | float, lam: float, sigma: float, kappa: float) -> np.ndarray | float:
+    """Gunther's Universal Scalability Law: X(N) = lambda N / (1 + sigma (N-1) + kappa N (N-1))."""
+    return lam * n / (1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0))
+
+
+def usl_fit(steps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Fit sigma (contention) and kappa (coherency) to the measured curve; None with too few steps."""
+    pts = [s for s in steps if s.get("rps") is not None and s["rps"] > 0]
+    if len({int(s["users"]) for s in pts}) < USL_MIN_POINTS:
+        return None
+    n = np.array([float(s["users"]) for s in pts])
+    x = np.array([float(s["rps"]) for s in pts])
+    lam0 = float(np.max(x[n == n.min()] / n.min()))
+    best: tuple[float, np.ndarray] | None = None
+    for sigma0, kappa0 in ((0.05, 1e-4), (0.3, 1e-3), (0.01, 1e-6), (0.8, 1e-2)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                params, _ = curve_fit(
+                    usl_throughput,
+                    n,
+                    x,
+                    p0=(lam0, sigma0, kappa0),
+                    bounds=([1e-9, 0.0, 0.0], [np.inf, 1.0, np.inf]),
+                    maxfev=20000,
+                )
+        except (RuntimeError, ValueError):
+            continue
+        sse = float(np.sum((usl_throughput(n, *params) - x) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, params)
+    if best is None:
+        return None
+    sse, (lam, sigma, kappa) = best
+    sst = float(np.sum((x - x.mean()) ** 2))
+    r2 = 1.0 - sse / sst if sst > 0 else 1.0
+    peak_users: int | None
+    if kappa > 1e-12 and sigma < 1.0:
+        n_star = math.sqrt((1.0 - sigma) / kappa)
+        peak_users = max(1, round(n_star))
+        peak_rps = float(usl_throughput(n_star, lam, sigma, kappa))
+    else:
+        # No coherency penalty: throughput approaches lambda/sigma and never turns down.
+        peak_users = None
+        peak_rps = float(lam / sigma) if sigma > 1e-6 else None
+    return {
+        "sigma": round(float(sigma), 6),
+        "kappa": round(float(kappa), 8),
+        "lambda": round(float(lam), 3),
+        "peak_users": peak_users,
+        "peak_rps": round(peak_rps, 1) if peak_rps is not None else None,
+        "r2": round(r2, 4),
+        "points": len(pts),
+    }
+
+
+def _nice_ceiling(ms: float) -> int:
+    """Round a latency up to a figure people quote: 37 -> 40, 212 -> 250, 1340 -> 1500."""
+    if ms <= 0:
+        return 1
+    magnitude = 10 ** math.floor(math.log10(ms))
+    for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 10):
+        if ms <= step * magnitude:
+            return int(math.ceil(step * magnitude))
+    return int(math.ceil(ms))
+
+
+def recommendation(
+    steps: Sequence[dict[str, Any]], knee_users: int | None, p95_limit_ms: float | None = None
+) -> dict[str, Any] | None:
+    """'stay at or below N users for p95 under X ms': from the p95 gate if one was given, else the knee."""
+    points = curve(steps)
+    if not points:
+        return None
+    if p95_limit_ms is not None:
+        good = None
+        for p in points:  # ascending users: the run of healthy steps from the bottom
+            if p.get("p95_ms") is None or p["p95_ms"] >= p95_limit_ms or (p.get("fail_ratio") or 0) > 0.01:
+                break
+            good = p
+        if good is not None and knee_users is not None and good["users"] > knee_users:
+            # Past the knee more users only wait longer: recommend the knee even when the gate still holds.
+            good = next((p for p in points if p["users"] == knee_users), good)
+        if good is None:
+            first = points[0]
+            return {
+                "users": None,
+                "p95_ms": p95_limit_ms,
+                "text": f"no step kept p95 under {p95_limit_ms:g} ms (the lightest, {first['users']} users, "
+                f"had {first.get('p95_ms')} ms)",
+            }
+        users, limit = good["users"], p95_limit_ms
+    else:
+        at = next((p for p in points if p["users"] == knee_users), points[-1])
+        if at.get("p95_ms") is None:
+            return None
+        users, limit = at["users"], float(_nice_ceiling(float(at["p95_ms"]) * 1.05))
+    rps = next(p["rps"] for p in points if p["users"] == users)
+    return {
+        "users": users,
+        "p95_ms": limit,
+        "rps": rps,
+        "text": f"stay at or below {users} users for p95 under {limit:g} ms (about {rps:.0f} rps)",
+    }

@@ -1,0 +1,126 @@
+"""What a sweep needs to know about the lab: its entry point, Locust master, Prometheus, and local ports."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from loadlab.console import UserError
+from loadlab.lab import Lab
+from loadlab.sweep.resources import is_local_address
+
+
+@dataclass
+class LabView:
+    """The lab's entry point, its Locust master and its Prometheus, as one sweep sees them."""
+
+    inventory: str | None
+    nginx: list[tuple[str, int]] = field(default_factory=list)  # (address, port) of each lb host
+    app_ports: list[int] = field(default_factory=list)
+    postgres_port: int | None = None
+    redis_port: int | None = None
+    locust_web_url: str | None = None  # None when no loadgen host is this machine
+    locust_web_port: int = 8089
+    locust_master_port: int = 5557
+    prometheus_url: str | None = None
+    scrape_interval: float = 5.0
+    grafana_url: str | None = None
+    etc_dir: str = "/etc/loadlab"
+    error: str | None = None  # why the inventory could not be read
+
+    @property
+    def nginx_url(self) -> str | None:
+        """The lab target: the first lb host's nginx."""
+        if not self.nginx:
+            return None
+        addr, port = self.nginx[0]
+        return f"http://{addr}:{port}"
+
+    def names_target(self, url: str) -> bool:
+        """True when `url` is a lab target named by the inventory (an lb host's nginx address and port)."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        wanted = _addresses(parts.hostname or "")
+        return any(port == p and wanted & _addresses(a) for a, p in self.nginx)
+
+    def local_ports(self) -> dict[int, str]:
+        """Lab ports on this machine -> process group name, for in-process CPU sampling."""
+        ports: dict[int, str] = {}
+        for address, port in self.nginx:
+            if is_local_address(address):
+                ports[port] = "nginx"
+        for port in self.app_ports:
+            ports[port] = f"app-{port}"
+        if self.postgres_port:
+            ports[self.postgres_port] = "postgres"
+        if self.redis_port:
+            ports[self.redis_port] = "redis"
+        return ports
+
+    def exporter_config(self) -> Path | None:
+        """The lab exporter's config on this machine, if the exporter role wrote one here."""
+        for name in ("exporter.yml", "exporter.yaml", "exporter/config.yml"):
+            path = Path(self.etc_dir) / name
+            if path.is_file():
+                return path
+        return None
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return {host}
+
+
+def _seconds(value: Any) -> float:
+    text = str(value).strip().lower()
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0}
+    for suffix in ("ms", "s", "m"):
+        if text.endswith(suffix):
+            text, factor = text[: -len(suffix)], scale[suffix]
+            break
+    else:
+        factor = 1.0
+    try:
+        return float(text) * factor
+    except ValueError:
+        return 5.0
+
+
+def read_lab(inventory: str | None) -> LabView:
+    """The lab as the inventory describes it (loadlab.lab); `error` says why when it cannot be read."""
+    try:
+        lab = Lab.load(inventory)
+    except UserError as exc:
+        return LabView(inventory=inventory, error=str(exc))
+    return view_of(lab)
+
+
+def view_of(lab: Lab) -> LabView:
+    """What the sweep needs from the lab: the target, the Locust master, Prometheus, and local ports."""
+    view = LabView(inventory=str(lab.inventory))
+    view.nginx = [(h.address, h.int_var("nginx_port")) for h in lab.group("lb")]
+    for host in lab.group("app"):
+        if is_local_address(host.address):
+            view.app_ports += host.app_ports()
+    for host in lab.group("postgres"):
+        if is_local_address(host.address):
+            view.postgres_port = host.int_var("postgres_port")
+    for host in lab.group("redis"):
+        if is_local_address(host.address):
+            view.redis_port = host.int_var("redis_port")
+    master = lab.locust_master
+    view.etc_dir = str(master.var("loadlab_etc_dir"))
+    view.locust_web_port = master.int_var("locust_web_port")
+    view.locust_master_port = master.int_var("locust_master_port")
+    if is_local_address(master.address):
+        view.locust_web_url = lab.locust_web_url  # the web API listens on the master host's loopback
+    monitor = lab.monitor
+    view.prometheus_url = lab.prometheus_url
+    view.scrape_interval = _seconds(monitor.var("prometheus_scrape_interval"))
+    view.grafana_url = f"http://{monitor.address}:{monitor.int_var('grafana_port')}"
+    return view

@@ -1,0 +1,86 @@
+"""The sweep on the terminal: a live line (step, users, phase, rps, p95) for people, plain lines for logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.live import Live
+from rich.text import Text
+
+from loadlab.console import console, progress_enabled
+
+
+def _fmt(value: float | None, unit: str = "", nd: int = 0) -> str:
+    return "-" if value is None else f"{value:.{nd}f}{unit}"
+
+
+def step_line(step: dict[str, Any], total: int) -> str:
+    """One finished step as a line people read and logs keep."""
+    fail = step.get("fail_ratio")
+    return (
+        f"step {step['index'] + 1}/{total}  {step['users']} users  {_fmt(step.get('rps'), ' rps', 1)}  "
+        f"p50 {_fmt(step.get('p50_ms'), ' ms')}  p95 {_fmt(step.get('p95_ms'), ' ms')}  "
+        f"p99 {_fmt(step.get('p99_ms'), ' ms')}  fail {_fmt(None if fail is None else fail * 100, '%', 2)}  "
+        f"sockets {_fmt(step.get('client_sockets'))}  gen cpu {_fmt(step.get('loadgen_cpu'), '', 2)}  "
+        f"target cpu {_fmt(step.get('target_cpu'), '', 2)}  {','.join(step.get('diagnosis') or [])}"
+    )
+
+
+class SweepProgress:
+    """Shows where the sweep is; a rich live line on a terminal, otherwise one plain line per phase."""
+
+    def __init__(self, total_steps: int, live: bool | None = None) -> None:
+        self.total = total_steps
+        self.live_enabled = progress_enabled() if live is None else live
+        self._live: Live | None = None
+        self._last_phase: tuple[int, str] | None = None
+        self._state: dict[str, Any] = {}
+
+    def __enter__(self) -> SweepProgress:
+        if self.live_enabled:
+            self._live = Live(Text(""), console=console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def update(
+        self,
+        index: int,
+        users: int,
+        phase: str,
+        elapsed: float | None = None,
+        length: float | None = None,
+        live_users: int | None = None,
+        rps: float | None = None,
+        p95: float | None = None,
+    ) -> None:
+        """Report the current phase (ramping, warm-up, measuring) and Locust's live figures."""
+        if self._live is not None:
+            clock = f" {elapsed:.0f}/{length:.0f}s" if elapsed is not None and length else ""
+            running = f" ({live_users} running)" if live_users is not None and live_users != users else ""
+            text = Text.assemble(
+                (f"step {index + 1}/{self.total}", "bold"),
+                f"  {users} users{running}  ",
+                (f"{phase}{clock}", "cyan"),
+                f"  live {_fmt(rps, ' rps', 1)}  p95 {_fmt(p95, ' ms')}",
+            )
+            self._live.update(text)
+        elif self._last_phase != (index, phase):
+            self._last_phase = (index, phase)
+            console.print(
+                f"step {index + 1}/{self.total}: {users} users, {phase}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def step_done(self, step: dict[str, Any]) -> None:
+        """Print the finished step's figures (stays on screen above the live line)."""
+        console.print(step_line(step, self.total), markup=False, highlight=False, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)

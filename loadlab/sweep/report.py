@@ -1,0 +1,368 @@
+"""report.html and its PNG plots from a run folder: the capacity table, the curves, what gave out first."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure  # drawn with Agg, no pyplot state
+
+from loadlab.console import UserError
+from loadlab.sweep import analysis
+from loadlab.sweep.results import RunDir
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.html"
+PANELS_DIR = "panels"
+PLOTS = {
+    "throughput": "throughput_p95.png",
+    "cpu": "cpu.png",
+    "sockets": "sockets.png",
+}
+
+
+def _by_users(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(steps, key=lambda s: (s["users"], s.get("index", 0)))
+
+
+def _series(steps: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for s in steps:
+        if s.get(key) is not None:
+            xs.append(s["users"])
+            ys.append(float(s[key]))
+    return xs, ys
+
+
+def _figure() -> tuple[Figure, Any]:
+    fig = Figure(figsize=(8, 4), dpi=100)
+    ax = fig.subplots()
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel("users")
+    return fig, ax
+
+
+def plot_throughput(steps: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+    """Throughput and p95 against users, with the USL curve and the knee."""
+    steps = _by_users(steps)
+    fig, ax = _figure()
+    xs, rps = _series(steps, "rps")
+    ax.plot(xs, rps, "o-", color="tab:blue", label="throughput (rps)")
+    usl = summary.get("usl")
+    if usl and xs:
+        top = max(max(xs), usl.get("peak_users") or 0) * 1.1
+        n = np.linspace(1, max(top, 2), 200)
+        ax.plot(
+            n,
+            analysis.usl_throughput(n, usl["lambda"], usl["sigma"], usl["kappa"]),
+            "--",
+            color="tab:blue",
+            alpha=0.5,
+            label=f"USL fit (σ={usl['sigma']:.3g}, κ={usl['kappa']:.3g})",
+        )
+    knee = summary.get("knee_users")
+    if knee is not None and (summary.get("knee") or {}).get("found"):
+        ax.axvline(knee, color="grey", linestyle=":", label=f"knee: {knee} users")
+    ax.set_ylabel("requests per second", color="tab:blue")
+    ax.set_ylim(bottom=0)
+    ax2 = ax.twinx()
+    px, p95 = _series(steps, "p95_ms")
+    ax2.plot(px, p95, "s-", color="tab:red", label="p95 (ms)")
+    ax2.set_ylabel("p95 latency (ms)", color="tab:red")
+    ax2.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
+    ax.set_title("Throughput and p95 against users", loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_cpu(steps: Sequence[dict[str, Any]], path: Path) -> None:
+    """CPU of the busiest Locust process and of the target against users, with the one-core line."""
+    steps = _by_users(steps)
+    fig, ax = _figure()
+    gx, gy = _series(steps, "loadgen_cpu")
+    tx, ty = _series(steps, "target_cpu")
+    ax.plot(gx, gy, "o-", color="tab:orange", label="busiest Locust process")
+    ax.plot(tx, ty, "s-", color="tab:green", label="target (all its processes)")
+    ax.axhline(1.0, color="grey", linestyle=":", label="one core")
+    ax.set_ylabel("CPU (cores)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("CPU against users", loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_sockets(steps: Sequence[dict[str, Any]], path: Path) -> None:
+    """Established client sockets toward the target against users; a healthy run follows one per user."""
+    steps = _by_users(steps)
+    fig, ax = _figure()
+    sx, sy = _series(steps, "client_sockets")
+    ax.plot(sx, sy, "o-", color="tab:purple", label="established client sockets (median)")
+    if steps:
+        top = max(s["users"] for s in steps)
+        ax.plot([0, top], [0, top], "--", color="grey", alpha=0.6, label="one socket per user")
+    ax.set_ylabel("sockets")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Client sockets against users", loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _cell(value: Any, fmt: str = "{}") -> str:
+    if value is None:
+        return "<td>–</td>"
+    return f"<td>{html.escape(fmt.format(value))}</td>"
+
+
+def _capacity_table(steps: Sequence[dict[str, Any]], knee_users: int | None) -> str:
+    head = (
+        "<tr><th>step</th><th>users</th><th>rps</th><th>p50 ms</th><th>p90 ms</th><th>p95 ms</th>"
+        "<th>p99 ms</th><th>max ms</th><th>fail %</th><th>client sockets</th><th>Locust CPU</th>"
+        "<th>target CPU</th><th>diagnosis</th></tr>"
+    )
+    rows = []
+    for s in steps:
+        cls = ' class="knee"' if s["users"] == knee_users else ""
+        fail = None if s.get("fail_ratio") is None else s["fail_ratio"] * 100
+        diag = " ".join(
+            f'<span class="diag {html.escape(d)}">{html.escape(d)}</span>' for d in s.get("diagnosis") or []
+        )
+        rows.append(
+            f"<tr{cls}>"
+            + _cell(s.get("index", 0) + 1)
+            + _cell(s["users"])
+            + _cell(s.get("rps"), "{:.1f}")
+            + _cell(s.get("p50_ms"), "{:g}")
+            + _cell(s.get("p90_ms"), "{:g}")
+            + _cell(s.get("p95_ms"), "{:g}")
+            + _cell(s.get("p99_ms"), "{:g}")
+            + _cell(s.get("max_ms"), "{:g}")
+            + _cell(fail, "{:.2f}")
+            + _cell(s.get("client_sockets"), "{:g}")
+            + _cell(s.get("loadgen_cpu"), "{:.2f}")
+            + _cell(s.get("target_cpu"), "{:.2f}")
+            + f"<td>{diag}</td></tr>"
+        )
+    return f'<table class="capacity">{head}{"".join(rows)}</table>'
+
+
+def _evidence(steps: Sequence[dict[str, Any]]) -> str:
+    items = []
+    for s in steps:
+        for code, figures in (s.get("diagnosis_evidence") or {}).items():
+            text = ", ".join(f"{k} {json.dumps(v)}" for k, v in figures.items())
+            items.append(
+                f"<li>step {s.get('index', 0) + 1} ({s['users']} users): <b>{html.escape(code)}</b> "
+                f"— {html.escape(text)}</li>"
+            )
+    return f"<ul>{''.join(items)}</ul>" if items else "<p>Every step was ok.</p>"
+
+
+def _endpoints(steps: Sequence[dict[str, Any]]) -> str:
+    parts = []
+    for s in steps:
+        rows = "".join(
+            "<tr>"
+            + _cell(e.get("method"))
+            + _cell(e.get("name"))
+            + _cell(e.get("requests"))
+            + _cell(e.get("rps"), "{:.1f}")
+            + _cell(e.get("p50_ms"), "{:g}")
+            + _cell(e.get("p95_ms"), "{:g}")
+            + _cell(e.get("p99_ms"), "{:g}")
+            + _cell(None if e.get("fail_ratio") is None else e["fail_ratio"] * 100, "{:.2f}")
+            + "</tr>"
+            for e in s.get("endpoints") or []
+        )
+        parts.append(
+            f"<details><summary>step {s.get('index', 0) + 1}: {s['users']} users</summary><table>"
+            "<tr><th>method</th><th>name</th><th>requests</th><th>rps</th><th>p50 ms</th><th>p95 ms</th>"
+            f"<th>p99 ms</th><th>fail %</th></tr>{rows}</table></details>"
+        )
+    return "".join(parts)
+
+
+def _broken(threshold: dict[str, Any]) -> str:
+    failed = threshold.get("failed_steps") or []
+    if not failed and not threshold.get("checked_steps", 1):
+        return "no step measured"
+    return ", ".join(f"{f['users']} users: {f['value']}" for f in failed)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+h1 { margin-bottom: 0.2em; } .meta { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f2f2f2; } td:last-child, td:nth-child(2) { text-align: left; }
+table.capacity td:nth-child(2) { text-align: right; }
+tr.knee { background: #fff6d5; }
+.verdict { display: inline-block; padding: 0.2em 0.8em; border-radius: 4px; color: white; font-weight: bold; }
+.verdict.pass { background: #2e7d32; } .verdict.fail { background: #c62828; }
+.diag { display: inline-block; padding: 0 0.4em; margin: 1px; border-radius: 3px; background: #eee; }
+.diag.ok { background: #dcedc8; } .diag.errors, .diag.target_saturated { background: #ffcdd2; }
+.diag.generator_cpu_bound, .diag.client_connection_capped { background: #ffe0b2; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; }
+.figures img { max-width: 100%; border: 1px solid #ddd; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; } dt { font-weight: bold; }
+"""
+
+
+def render_html(
+    run: dict[str, Any], summary: dict[str, Any], steps: Sequence[dict[str, Any]], panels: list[str]
+) -> str:
+    """The report page; images are referenced by relative path, so the folder can be moved or fetched."""
+    spec = run.get("spec") or {}
+    usl = summary.get("usl")
+    rec = summary.get("recommendation") or {}
+    knee = summary.get("knee") or {}
+    verdict = summary.get("verdict", "pass")
+    status = (
+        ""
+        if summary.get("complete", True)
+        else (
+            f" — incomplete: {summary.get('finished_steps')} of {summary.get('planned_steps')} steps"
+            + (f" (stopped by {summary['interrupted']})" if summary.get("interrupted") else "")
+        )
+    )
+    if usl:
+        peak = (
+            f"peak {usl['peak_rps']} rps at {usl['peak_users']} users"
+            if usl.get("peak_users")
+            else (f"throughput levels off toward {usl['peak_rps']} rps" if usl.get("peak_rps") else "no peak")
+        )
+        usl_text = f"σ = {usl['sigma']:.4g}, κ = {usl['kappa']:.4g}; {peak} (R² {usl['r2']})"
+    else:
+        usl_text = f"not fitted (needs {analysis.USL_MIN_POINTS} distinct user counts)"
+    knee_text = (
+        f"{summary.get('knee_users')} users"
+        + ("" if knee.get("found") else " (throughput still grew with users at the last step)")
+        if summary.get("knee_users") is not None
+        else "–"
+    )
+    thresholds = "".join(
+        f"<tr><td>{html.escape(t['expr'])}</td><td>{'pass' if t['passed'] else 'fail'}</td>"
+        f"<td>{html.escape(_broken(t))}</td></tr>"
+        for t in summary.get("thresholds") or []
+    )
+    threshold_html = (
+        f"<table><tr><th>threshold</th><th>result</th><th>steps that broke it</th></tr>{thresholds}</table>"
+        if thresholds
+        else "<p>No thresholds were set.</p>"
+    )
+    figures = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in PLOTS.values())
+    panel_html = (
+        "<h2>Lab panels (Prometheus)</h2><div class='figures'>"
+        + "".join(f'<img src="{html.escape(p)}" alt="{html.escape(p)}">' for p in panels)
+        + "</div>"
+        if panels
+        else ""
+    )
+    versions = run.get("versions") or {}
+    git = run.get("git") or {}
+    max_rps = summary.get("max_rps")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>loadlab sweep {html.escape(str(run.get("id", "")))}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>Sweep {html.escape(str(spec.get("name", "")))} <span class="verdict {html.escape(verdict)}">{
+        html.escape(verdict)
+    }</span></h1>
+<p class="meta">{html.escape(str(run.get("id", "")))} · {html.escape(str(run.get("mode", "")))} run against
+{html.escape(str(run.get("target", "")))} · started {html.escape(str(run.get("started_at", "")))}{
+        html.escape(status)
+    }</p>
+<dl>
+<dt>Recommendation</dt><dd>{html.escape(rec.get("text", "–"))}</dd>
+<dt>Max throughput</dt><dd>{"–" if max_rps is None else f"{max_rps:.1f} rps"}{
+        f" at {summary.get('max_rps_users')} users" if summary.get("max_rps_users") else ""
+    }</dd>
+<dt>Knee</dt><dd>{html.escape(knee_text)}</dd>
+<dt>USL fit</dt><dd>{html.escape(usl_text)}</dd>
+<dt>Steps</dt><dd>{html.escape(", ".join(str(u) for u in spec.get("users", [])))} users; window
+{steps[0].get("window_s") if steps else "–"} s after {steps[0].get("warmup_s") if steps else "–"} s warm-up,
+spawn rate {spec.get("spawn_rate")}/s</dd>
+<dt>Locust</dt><dd>{html.escape(str(versions.get("locust")))}{
+        f", {run['workers']} workers on this machine" if run.get("workers") else " (the lab's master)"
+    }</dd>
+<dt>Revision</dt><dd>{html.escape(str(git.get("commit") or "uncommitted"))}{
+        " (local changes)" if git.get("dirty") else ""
+    }</dd>
+</dl>
+<h2>Capacity</h2>
+{_capacity_table(steps, summary.get("knee_users"))}
+<h2>Curves</h2>
+<div class="figures">{figures}</div>
+<h2>Thresholds</h2>
+{threshold_html}
+<h2>What gave out</h2>
+{_evidence(steps)}
+<h2>Endpoints</h2>
+{_endpoints(steps)}
+{panel_html}
+</body></html>
+"""
+
+
+def render_lab_panels(path: Path, run: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[Path]:
+    """PNG panels of the lab dashboards over the run, from the lab's Prometheus (best effort)."""
+    prometheus_url = (run.get("inventory") or {}).get("prometheus_url")
+    if run.get("mode") != "lab" or not prometheus_url or not steps:
+        return []
+    try:
+        from loadlab.dashboards.render import Step, render_panels
+    except ImportError:
+        return []
+    windows = [Step(s["window_start"], s["window_end"], f"{s['users']} users") for s in steps]
+    try:
+        return render_panels(
+            prometheus_url,
+            windows[0].start - 30,
+            windows[-1].end + 30,
+            path / PANELS_DIR,
+            "load-saturation",
+            steps=windows,
+        )
+    except Exception as exc:  # noqa: BLE001 - the report stands without the panels
+        log.warning("lab panels not rendered: %s", exc)
+        return []
+
+
+def write_report(path: Path, panels: bool = False) -> Path:
+    """Write report.html and the PNG plots into the run folder; `panels` also renders lab dashboards."""
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder")
+    run_dir = RunDir(path)
+    run = run_dir.read_run()
+    steps = run_dir.read_steps()
+    if not steps:
+        raise UserError(f"{path} has no finished step to report on")
+    summary = run_dir.read_summary() or {}
+    if not summary.get("steps"):
+        from loadlab.sweep.results import summarize
+        from loadlab.sweep.spec import SweepSpec
+
+        spec = SweepSpec(**run["spec"])
+        summary = summarize(steps, spec.parsed_thresholds(), len(spec.users))
+    plot_throughput(steps, summary, path / PLOTS["throughput"])
+    plot_cpu(steps, path / PLOTS["cpu"])
+    plot_sockets(steps, path / PLOTS["sockets"])
+    if panels:
+        render_lab_panels(path, run, steps)
+    panel_files = []
+    with contextlib.suppress(OSError):
+        panel_files = sorted(f"{PANELS_DIR}/{p.name}" for p in (path / PANELS_DIR).glob("*.png"))
+    out = path / REPORT
+    out.write_text(render_html(run, summary, steps, panel_files))
+    return out

@@ -1,0 +1,524 @@
+"""One sweep from start to finish: Locust up, each step ramped, warmed up, measured and written, Locust down.
+
+A step's figures come from its measured window only: Locust's stats are reset when the window opens
+and read when it closes, and resources are read for the same window. Each finished step is on disk
+(steps.jsonl, steps.csv, summary.json) before the next starts, so Ctrl-C, a kill or a crash loses at
+most the step in progress, and `--resume` continues after the last finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+
+from loadlab.console import UserError
+from loadlab.sweep import resources as res
+from loadlab.sweep.diagnosis import diagnose
+from loadlab.sweep.lab_view import LabView
+from loadlab.sweep.locust_driver import WORKER_REPORT_INTERVAL, EndpointStats, LocalLocust, LocustWeb
+from loadlab.sweep.progress import SweepProgress
+from loadlab.sweep.results import RunDir, git_revision, now_iso, summarize, versions
+from loadlab.sweep.spec import SweepSpec
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 3.0
+POLL = 0.5
+STATS_CACHE = 2.0  # seconds Locust's web UI caches /stats/requests (locust.web.DEFAULT_CACHE_TIME)
+# Locust's live figures on the terminal: current rps and p95 over its last ~10 s.
+_LIVE_P95 = "response_time_percentile_0.95"
+
+
+class Interrupted(Exception):
+    """The sweep was asked to stop (SIGINT or SIGTERM); finished steps are kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class SweepPlan:
+    """Everything a run needs, as run.json records it."""
+
+    spec: SweepSpec
+    mode: str  # "lab": the lab's nginx and Locust master; "standalone": our own Locust against --host
+    host: str
+    out: Path
+    lab: LabView
+    locustfile: str | None = None
+    workers: int | None = None
+    allow_any_host: bool = False
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return res.target_port(self.host)
+
+    def run_record(self) -> dict[str, Any]:
+        """run.json: how to reproduce the numbers (and how --resume continues them)."""
+        return {
+            "id": self.out.name,
+            "command": self.command,
+            "started_at": now_iso(),
+            "mode": self.mode,
+            "target": self.host,
+            "locustfile": self.locustfile,
+            "workers": self.workers,
+            "allow_any_host": self.allow_any_host,
+            "spec": self.spec.to_dict(),
+            "inventory": {
+                "path": str(Path(self.lab.inventory).resolve()) if self.lab.inventory else None,
+                "nginx": [f"{a}:{p}" for a, p in self.lab.nginx],
+                "locust_web_url": self.lab.locust_web_url,
+                "prometheus_url": self.lab.prometheus_url,
+                "error": self.lab.error,
+            },
+            "git": git_revision(),
+            "versions": versions(),
+            "cwd": os.getcwd(),
+        }
+
+
+def check_reachable(url: str) -> None:
+    """Fail fast, in one line, when nothing answers at the target's address."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", res.target_port(url)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            return
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UserError(f"target {url} is unreachable: {reason}") from None
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM become Interrupted in the main thread, so cleanup runs in `finally`."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        # Later signals during cleanup are ignored: the cleanup stops Locust, which is what they ask for.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _round(x: float | None, nd: int = 1) -> float | int | None:
+    """Rounded; a whole number stays an int (Locust's percentiles are whole milliseconds)."""
+    if x is None:
+        return None
+    value = round(float(x), nd)
+    return int(value) if value.is_integer() else value
+
+
+def _figures(entry: EndpointStats, seconds: float) -> dict[str, Any]:
+    """Window figures of one stats row (an endpoint or the aggregate)."""
+    n = entry.requests
+    return {
+        "requests": n,
+        "failures": entry.failures,
+        "rps": round(n / seconds, 2) if seconds > 0 else None,
+        "fail_ratio": round(entry.failures / n, 5) if n else 0.0,
+        "p50_ms": _round(entry.pct("50%")) if n else None,
+        "p90_ms": _round(entry.pct("90%")) if n else None,
+        "p95_ms": _round(entry.pct("95%")) if n else None,
+        "p99_ms": _round(entry.pct("99%")) if n else None,
+        "max_ms": _round(entry.max_ms) if n else None,
+        "avg_ms": _round(entry.avg_ms, 2) if n else None,
+    }
+
+
+class _Annotator:
+    """Grafana step regions, best effort, when the lab's Grafana module is installed."""
+
+    def __init__(self, plan: SweepPlan) -> None:
+        self._impl = None
+        self.run_id = plan.out.name
+        url = plan.lab.grafana_url
+        if plan.mode != "lab" or url is None or importlib.util.find_spec("loadlab.grafana") is None:
+            return
+        with contextlib.suppress(Exception):
+            from loadlab.grafana import StepAnnotator
+
+            self._impl = StepAnnotator.from_lab(inventory_url=url)
+
+    def step(self, index: int, users: int, start: float, end: float | None = None, text: str = "") -> None:
+        if self._impl is None:
+            return
+        with contextlib.suppress(Exception):
+            self._impl.annotate_step(self.run_id, index + 1, users, start, end, text=text)
+
+
+class SweepRunner:
+    """Runs a plan's remaining steps and writes the run folder."""
+
+    def __init__(self, plan: SweepPlan, run_dir: RunDir, steps: list[dict[str, Any]]) -> None:
+        self.plan = plan
+        self.spec = plan.spec
+        self.run_dir = run_dir
+        self.steps = steps
+        self.local: LocalLocust | None = None
+        self.web: LocustWeb | None = None
+        self.prometheus: res.PrometheusWindow | None = None
+        self.sampler: res.Sampler | None = None
+        self.distributed = True
+        self._lab_locust: tuple[float, dict[str, psutil.Process]] | None = None
+        self._stopped = False
+        self.progress = SweepProgress(len(self.spec.users))
+        self.annotator = _Annotator(plan)
+
+    # -- setup ---------------------------------------------------------------------------------------
+
+    @property
+    def window(self) -> float:
+        """The measured window: whole worker report intervals, so each worker's reports cover it exactly."""
+        if not self.distributed:
+            return self.spec.step_time
+        return math.ceil(self.spec.step_time / WORKER_REPORT_INTERVAL - 1e-9) * WORKER_REPORT_INTERVAL
+
+    @property
+    def warmup(self) -> float:
+        """Warm-up after ramping; at least one report interval, so ramp requests stay out of the window."""
+        return max(self.spec.warmup, WORKER_REPORT_INTERVAL if self.distributed else 0.0)
+
+    def _connect_locust(self) -> None:
+        plan = self.plan
+        if plan.mode == "standalone":
+            assert plan.locustfile is not None and plan.workers is not None
+            self.local = LocalLocust(
+                plan.locustfile, plan.workers, self.spec.user_classes, plan.out / "locust"
+            )
+            self.progress.note(f"starting Locust: 1 master, {plan.workers} workers ({plan.locustfile})")
+            self.web = self.local.start()
+            return
+        url = plan.lab.locust_web_url
+        if url is None:
+            raise UserError(
+                "no loadgen host of the inventory is this machine: run the sweep on the lab's loadgen host "
+                "(ansible-playbook playbooks/sweep.yml) or give --host and -f for a standalone run"
+            )
+        web = LocustWeb(url)
+        if not web.answers():
+            raise UserError(
+                f"the lab's Locust master does not answer at {url}: is the lab up? (loadlab status)"
+            )
+        stats = web.stats()
+        if "workers" in stats and not stats.get("worker_count"):
+            raise UserError(f"the lab's Locust master at {url} has no workers connected")
+        self.distributed = "workers" in stats
+        self.web = web
+
+    def _locust_procs(self) -> dict[str, psutil.Process]:
+        if self.local is not None:
+            out = {}
+            for name, pid in self.local.pids().items():
+                with contextlib.suppress(psutil.Error):
+                    out[name] = psutil.Process(pid)
+            return out
+        if self._lab_locust is None or time.monotonic() - self._lab_locust[0] > _CachedListeners.REFRESH:
+            found = res.locust_processes(self.plan.lab.locust_web_port, self.plan.lab.locust_master_port)
+            self._lab_locust = (time.monotonic(), found)
+        return self._lab_locust[1]
+
+    def _setup_resources(self) -> str:
+        plan = self.plan
+        lab = plan.lab
+        if plan.mode == "lab" and lab.prometheus_url:
+            prom = res.PrometheusWindow(lab.prometheus_url, plan.port, lab.scrape_interval)
+            if prom.ready() and prom.covers(self.window):
+                self.prometheus = prom
+                return f"Prometheus at {lab.prometheus_url}"
+            prom.close()
+        host = urlsplit(plan.host).hostname or ""
+        local_target = res.is_local_address(host)
+        collectors: list[Any] = []
+        if plan.mode == "lab":
+            ports = lab.local_ports()
+            target_ports = {p: n for p, n in ports.items() if n == "nginx" or n.startswith("app-")}
+            other_ports = {p: n for p, n in ports.items() if p not in target_ports}
+            collectors = _exporter_collectors(lab)
+        else:
+            target_ports = {plan.port: f"target:{plan.port}"} if local_target else {}
+            other_ports = {}
+        self.sampler = res.Sampler(
+            plan.port,
+            locust=self._locust_procs,
+            target=_CachedListeners(target_ports),
+            others=_CachedListeners(other_ports),
+            collectors=collectors,
+        )
+        return "in-process sampling" + (" with the lab exporter's collectors" if collectors else "")
+
+    # -- one step ------------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.local is not None:
+            self.local.check()
+
+    def _live(self) -> dict[str, Any]:
+        assert self.web is not None
+        try:
+            return self.web.stats()
+        except UserError:
+            self._check()
+            raise
+
+    def _ramp(self, index: int, users: int) -> None:
+        assert self.web is not None
+        classes = self.spec.user_classes if self.plan.mode == "lab" else None
+        answer = self.web.swarm(users, self.spec.spawn_rate, self.plan.host, classes)
+        if classes and "user_classes" not in answer:
+            raise UserError(
+                "the lab's Locust master cannot pick user classes (start it with --class-picker) "
+                f"and this sweep asks for {', '.join(classes)}"
+            )
+        before = self.steps[-1]["users"] if self.steps else 0
+        limit = max(users, before) / self.spec.spawn_rate * 1.5 + 30.0
+        started = time.monotonic()
+        while True:
+            self._check()
+            stats = self._live()
+            self.progress.update(
+                index, users, "ramping", live_users=stats.get("user_count"), rps=stats.get("current_rps")
+            )
+            if stats.get("state") == "running" and stats.get("user_count") == users:
+                return
+            # Locust caches /stats/requests for 2 s: a state from before the swarm may still show.
+            if stats.get("state") in ("stopped", "missing") and time.monotonic() - started > STATS_CACHE + 1:
+                raise UserError(f"Locust stopped while ramping to {users} users (state {stats.get('state')})")
+            if "workers" in stats and not stats.get("worker_count"):
+                raise UserError("every Locust worker left the master")
+            if time.monotonic() - started > limit:
+                raise UserError(
+                    f"Locust did not reach {users} users within {limit:.0f}s "
+                    f"(it runs {stats.get('user_count')})"
+                )
+            time.sleep(POLL)
+
+    def _wait(self, index: int, users: int, phase: str, seconds: float, begin: float) -> None:
+        while (elapsed := time.monotonic() - begin) < seconds:
+            self._check()
+            stats = self._live()
+            if "workers" in stats and not stats.get("worker_count"):
+                raise UserError("every Locust worker left the master")
+            rps = stats.get("current_rps")
+            p95 = (stats.get("current_response_time_percentiles") or {}).get(_LIVE_P95)
+            total = (stats.get("stats") or [{}])[-1]
+            if phase == "measuring" and elapsed > STATS_CACHE + 0.5 and total.get("num_requests"):
+                # The window so far (since the reset), which is what the step will record.
+                rps = total["num_requests"] / elapsed
+                p95 = total.get("response_time_percentile_0.95")
+            self.progress.update(
+                index,
+                users,
+                phase,
+                elapsed=elapsed,
+                length=seconds,
+                live_users=stats.get("user_count"),
+                rps=rps,
+                p95=p95,
+            )
+            time.sleep(min(1.0, max(0.05, seconds - (time.monotonic() - begin))))
+
+    def _measure(self, index: int, users: int) -> dict[str, Any]:
+        assert self.web is not None
+        self._ramp(index, users)
+        self._wait(index, users, "warm-up", self.warmup, time.monotonic())
+        window = self.window
+        self.web.reset()
+        t0_wall, t0 = time.time(), time.monotonic()
+        if self.sampler is not None:
+            self.sampler.start()
+        self.annotator.step(index, users, t0_wall)
+        self._wait(index, users, "measuring", window, t0)
+        endpoints, total = self.web.window()
+        t1_wall = time.time()
+        if self.sampler is not None:
+            figures = self.sampler.stop()
+        else:
+            assert self.prometheus is not None
+            figures = self.prometheus.measure(t0_wall, t1_wall)
+        errors = [
+            {k: e.get(k) for k in ("method", "name", "error", "occurrences")}
+            for e in (self._live().get("errors") or [])[:10]
+        ]
+        step = self._record(index, users, window, t0_wall, t1_wall, endpoints, total, figures, errors)
+        self.annotator.step(index, users, t0_wall, t1_wall, text=", ".join(step["diagnosis"]))
+        return step
+
+    def _record(
+        self,
+        index: int,
+        users: int,
+        window: float,
+        t0: float,
+        t1: float,
+        endpoints: list[EndpointStats],
+        total: EndpointStats | None,
+        figures: dict[str, Any],
+        errors: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        agg = (
+            _figures(total, window)
+            if total is not None
+            else _figures(EndpointStats("", "", 0, 0, None, None), window)
+        )
+        sockets = (figures.get("client_sockets") or {}).get("median")
+        loadgen = figures.get("loadgen_cpu") or {}
+        target = figures.get("target_cpu") or {}
+        step: dict[str, Any] = {
+            "index": index,
+            "users": users,
+            "rps": _round(agg["rps"], 1),
+            "p50_ms": agg["p50_ms"],
+            "p90_ms": agg["p90_ms"],
+            "p95_ms": agg["p95_ms"],
+            "p99_ms": agg["p99_ms"],
+            "max_ms": agg["max_ms"],
+            "avg_ms": agg["avg_ms"],
+            "requests": agg["requests"],
+            "failures": agg["failures"],
+            "fail_ratio": agg["fail_ratio"],
+            "client_sockets": (int(sockets) if float(sockets).is_integer() else sockets)
+            if sockets is not None
+            else None,
+            "loadgen_cpu": round(max(loadgen.values()), 3) if loadgen else None,
+            "target_cpu": round(sum(target.values()), 3) if target else None,
+            "window_s": window,
+            "warmup_s": self.warmup,
+            "window_start": round(t0, 3),
+            "window_end": round(t1, 3),
+            "endpoints": [{"method": e.method, "name": e.name, **_figures(e, window)} for e in endpoints],
+            "errors": errors,
+            "resources": figures,
+        }
+        codes, evidence = diagnose(step, self.steps)
+        step["diagnosis"] = codes
+        step["diagnosis_evidence"] = evidence
+        return step
+
+    # -- the run -------------------------------------------------------------------------------------
+
+    def write_summary(self, interrupted: str | None = None) -> dict[str, Any]:
+        summary = summarize(self.steps, self.spec.parsed_thresholds(), len(self.spec.users), interrupted)
+        summary["run"] = {"id": self.plan.out.name, "mode": self.plan.mode, "target": self.plan.host}
+        self.run_dir.write_summary(summary)
+        return summary
+
+    def run(self) -> tuple[dict[str, Any], str | None]:
+        """Run the remaining steps; the summary and the name of the signal that stopped it, if one did."""
+        interrupted: str | None = None
+        with _signals_raise():
+            try:
+                self._connect_locust()
+                source = self._setup_resources()
+                self.progress.note(
+                    f"sweep {self.spec.name}: {self.plan.host}, "
+                    f"steps {','.join(map(str, self.spec.users))} users, "
+                    f"window {self.window:g}s after {self.warmup:g}s warm-up, resources from {source}"
+                )
+                with self.progress:
+                    for index in range(len(self.steps), len(self.spec.users)):
+                        step = self._measure(index, self.spec.users[index])
+                        self.steps.append(step)
+                        self.run_dir.append_step(step, self.steps)
+                        self.write_summary()
+                        self.progress.step_done(step)
+            except Interrupted as exc:
+                interrupted = str(exc)
+            except UserError as exc:
+                self._shutdown()
+                self.write_summary(f"error: {exc}")
+                if self.steps:
+                    raise UserError(
+                        f"{exc} ({len(self.steps)} finished steps kept in {self.plan.out}; "
+                        f"continue with: loadlab sweep --resume {self.plan.out})"
+                    ) from None
+                raise
+            finally:
+                self._shutdown()
+        return self.write_summary(interrupted), interrupted
+
+    def _shutdown(self) -> None:
+        """Stop the users and the Locust this sweep started; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.sampler is not None:
+            with contextlib.suppress(Exception):
+                self.sampler.stop()
+        if self.web is not None:
+            with contextlib.suppress(UserError):
+                self.web.stop()
+            self.web.close()
+        if self.local is not None:
+            self.local.stop()
+        if self.prometheus is not None:
+            self.prometheus.close()
+
+
+class _CachedListeners:
+    """Processes listening on some ports (and their children); the listeners are looked up once per window."""
+
+    REFRESH = 15.0
+
+    def __init__(self, ports: dict[int, str]) -> None:
+        self.ports = ports
+        self._at = -math.inf
+        self._roots: dict[str, list[psutil.Process]] = {}
+
+    def __call__(self) -> dict[str, list[psutil.Process]]:
+        if not self.ports:
+            return {}
+        if time.monotonic() - self._at > self.REFRESH:
+            self._roots = res.listening_processes(self.ports)
+            self._at = time.monotonic()
+        out: dict[str, list[psutil.Process]] = {}
+        for name, procs in self._roots.items():
+            seen: dict[int, psutil.Process] = {}
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    if proc.is_running():
+                        seen[proc.pid] = proc
+                        for child in proc.children(recursive=True):
+                            seen[child.pid] = child
+            out[name] = list(seen.values())
+        return out
+
+
+def _exporter_collectors(lab: LabView) -> list[Any]:
+    """The lab exporter's PostgreSQL, Redis and nginx collectors, built from its config on this host."""
+    path = lab.exporter_config()
+    if path is None:
+        return []
+    try:
+        from loadlab.exporters.config import load_config
+        from loadlab.exporters.server import build_collectors
+
+        config = load_config(path)
+        return [
+            c for c in build_collectors(config) if getattr(c, "name", "") in ("postgres", "redis", "nginx")
+        ]
+    except Exception as exc:  # noqa: BLE001 - without them the step still has CPU and sockets
+        log.warning("lab exporter collectors unavailable (%s): PostgreSQL/Redis/nginx figures left out", exc)
+        return []

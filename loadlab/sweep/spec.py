@@ -1,0 +1,243 @@
+"""What a sweep runs: steps, timing, user classes, thresholds, target; from flags or a spec file.
+
+A spec file (scripts/sweeps/NAME.yml) is a mapping of these fields; any other field is refused:
+
+    name: capacity            # run name (default: the file name)
+    description: ...          # free text
+    users: [5, 10, 20, 40]    # user count of each step, in order (a spike: [1, 50, 1])
+    step_time: 60s            # measured window per step (30s, 2m, 1m30s); whole 3 s Locust report intervals
+    warmup: 15s               # after every user runs, before the window opens (at least 3 s with workers)
+    spawn_rate: 10            # users started or stopped per second between steps
+    user_classes: [MaxRpsUser]  # Locust user classes (default: all the locustfile's)
+    thresholds: [p95<200ms, fail_ratio<1%, rps>100@40]
+    target: lab               # or a URL: a standalone run with our own Locust
+    locustfile: locustfiles/max_rps.py  # standalone runs only; relative to here or to the repository
+    workers: 2                # standalone runs only (default: this machine's cores)
+
+Flags given with --spec override its fields; --threshold adds to its thresholds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadlab.console import UserError
+from loadlab.sweep.thresholds import Threshold, parse_threshold
+
+DEFAULT_STEP_TIME = 30.0
+DEFAULT_WARMUP = 5.0
+DEFAULT_SPAWN_RATE = 10.0
+MAX_USERS = 100_000
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(text: str | int | float, what: str = "duration") -> float:
+    """Seconds from '30s', '2m', '1m30s', '500ms' or a bare number of seconds."""
+    if isinstance(text, bool):
+        raise UserError(f"{what}: expected a duration like 30s or 2m, got {text!r}")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", raw):
+            seconds = float(raw)
+        else:
+            parts = _DURATION_PART.findall(raw)
+            if not parts or "".join(n + u for n, u in parts) != raw:
+                raise UserError(f"{what}: expected a duration like 30s, 2m or 1m30s, got {text!r}")
+            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+            seconds = sum(float(n) * scale[u] for n, u in parts)
+    if seconds < 0:
+        raise UserError(f"{what}: must not be negative, got {text!r}")
+    return seconds
+
+
+def parse_users(text: str | list | int) -> list[int]:
+    """User counts per step from '10,20,40' or a YAML list; order is kept (a spike goes 1,50,1)."""
+    if isinstance(text, bool):
+        raise UserError(f"users: expected a list of user counts like 10,20,40, got {text!r}")
+    if isinstance(text, int):
+        items: list[Any] = [text]
+    elif isinstance(text, str):
+        items = [p.strip() for p in text.split(",")]
+    elif isinstance(text, list):
+        items = text
+    else:
+        raise UserError(f"users: expected a list of user counts like 10,20,40, got {text!r}")
+    users: list[int] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise UserError(f"users: {item!r} is not a whole number of users")
+        try:
+            n = int(item) if isinstance(item, int) or str(item).isdigit() else None
+        except ValueError:
+            n = None
+        if n is None:
+            raise UserError(f"users: {item!r} is not a whole number of users (expected e.g. 10,20,40)")
+        if not 1 <= n <= MAX_USERS:
+            raise UserError(f"users: {n} is out of range (1..{MAX_USERS})")
+        users.append(n)
+    if not users:
+        raise UserError("users: give at least one step, e.g. --users 10,20,40")
+    return users
+
+
+@dataclass
+class SweepSpec:
+    """One sweep: the steps and how each is measured."""
+
+    name: str
+    users: list[int]
+    step_time: float = DEFAULT_STEP_TIME
+    warmup: float = DEFAULT_WARMUP
+    spawn_rate: float = DEFAULT_SPAWN_RATE
+    user_classes: list[str] = field(default_factory=list)
+    thresholds: list[str] = field(default_factory=list)
+    target: str | None = None
+    locustfile: str | None = None
+    workers: int | None = None
+    description: str = ""
+
+    def parsed_thresholds(self) -> list[Threshold]:
+        """The thresholds, parsed (they were validated when the spec was built)."""
+        return [parse_threshold(t) for t in self.thresholds]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as run.json records it (resume rebuilds it from there)."""
+        return asdict(self)
+
+    def validate(self) -> SweepSpec:
+        """Refuse a spec that cannot run, with one line naming the field."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise UserError(f"name: {self.name!r} must be letters, digits, '.', '_' or '-'")
+        if self.step_time < 1:
+            raise UserError(f"step_time: must be at least 1s, got {self.step_time:g}s")
+        if self.spawn_rate <= 0:
+            raise UserError(
+                f"spawn_rate: must be a positive number of users per second, got {self.spawn_rate:g}"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"workers: must be at least 1, got {self.workers}")
+        for expr in self.thresholds:
+            threshold = parse_threshold(expr)
+            if threshold.at_users is not None and threshold.at_users not in self.users:
+                steps = ",".join(str(u) for u in self.users)
+                raise UserError(
+                    f"threshold {expr!r}: no step has {threshold.at_users} users (steps: {steps})"
+                )
+        for cls in self.user_classes:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cls):
+                raise UserError(f"user_classes: {cls!r} is not a Python class name")
+        if self.target is not None and self.target != "lab" and not re.match(r"https?://[^/]+", self.target):
+            raise UserError(
+                f"target: expected 'lab' or a URL like http://127.0.0.1:8080, got {self.target!r}"
+            )
+        return self
+
+
+_SPEC_FIELDS = {
+    "name",
+    "description",
+    "users",
+    "step_time",
+    "warmup",
+    "spawn_rate",
+    "user_classes",
+    "thresholds",
+    "target",
+    "locustfile",
+    "workers",
+}
+
+
+def _as_str_list(value: Any, key: str) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UserError(f"{key}: expected a list of strings, got {value!r}")
+
+
+def _as_number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise UserError(f"{key}: expected a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"{key}: expected a number, got {value!r}") from None
+
+
+def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
+    """Build a spec from a parsed YAML mapping, naming the bad field on error."""
+    unknown = sorted(set(data) - _SPEC_FIELDS)
+    if unknown:
+        raise UserError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_SPEC_FIELDS))})")
+    if "users" not in data:
+        raise UserError("missing field 'users' (the user count of each step, e.g. [10, 20, 40])")
+    spec = SweepSpec(name=str(data.get("name") or default_name), users=parse_users(data["users"]))
+    if "step_time" in data:
+        spec.step_time = parse_duration(data["step_time"], "step_time")
+    if "warmup" in data:
+        spec.warmup = parse_duration(data["warmup"], "warmup")
+    if "spawn_rate" in data:
+        spec.spawn_rate = _as_number(data["spawn_rate"], "spawn_rate")
+    if "user_classes" in data:
+        spec.user_classes = _as_str_list(data["user_classes"], "user_classes")
+    if "thresholds" in data:
+        spec.thresholds = _as_str_list(data["thresholds"], "thresholds")
+    if data.get("target") is not None:
+        if not isinstance(data["target"], str):
+            raise UserError(f"target: expected 'lab' or a URL, got {data['target']!r}")
+        spec.target = data["target"]
+    if data.get("locustfile") is not None:
+        if not isinstance(data["locustfile"], str):
+            raise UserError(f"locustfile: expected a path, got {data['locustfile']!r}")
+        spec.locustfile = data["locustfile"]
+    if data.get("workers") is not None:
+        workers = data["workers"]
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise UserError(f"workers: expected a whole number, got {workers!r}")
+        spec.workers = workers
+    if "description" in data:
+        spec.description = str(data["description"] or "")
+    return spec
+
+
+def load_spec(path: Path) -> SweepSpec:
+    """Read a spec file (scripts/sweeps/NAME.yml); every bad field is one line and exit 2."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read spec {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of spec fields (users, step_time, ...)")
+    try:
+        spec = spec_from_mapping(data, path.stem)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if spec.locustfile:
+        spec.locustfile = ",".join(_beside(path, part) for part in spec.locustfile.split(","))
+    return spec
+
+
+def _beside(spec_path: Path, locustfile: str) -> str:
+    """A spec's relative locustfile: from the current folder, else from a folder above the spec (the repo)."""
+    given = Path(locustfile)
+    if given.is_absolute() or given.exists():
+        return locustfile
+    for folder in spec_path.resolve().parents:
+        if (folder / given).is_file():
+            return str(folder / given)
+    return locustfile

@@ -1,0 +1,349 @@
+"""Sweeps against real servers on loopback, driven through real Locust processes.
+
+The targets have known limits: tests/sweep_target.py serves at most SLOTS requests at once, each held HOLD
+seconds (capacity SLOTS/HOLD rps, knee at SLOTS users); nginx answering a static 200 is fast enough that one
+Locust worker runs out of CPU first. Loads are small (tens of users, steps of a few seconds) because the
+generator and the targets share this machine's two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from loadlab.cli import main
+from loadlab.sweep.locust_driver import LocalLocust
+from tests.servers import free_port, wait_port
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILES = REPO / "tests" / "locustfiles"
+LOADLAB = str(Path(sys.executable).with_name("loadlab"))
+SLOTS, HOLD = 8, 0.05
+STEP = ["--step-time", "6s", "--warmup", "2s", "--spawn-rate", "50"]
+
+
+class Target:
+    """tests/sweep_target.py in a subprocess."""
+
+    def __init__(self, slots: int, hold: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "sweep_target.py"), "--port", str(self.port),
+             "--slots", str(slots), "--hold", str(hold)],
+        )  # fmt: skip
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def capacity_target() -> Iterator[Target]:
+    target = Target(SLOTS, HOLD)
+    yield target
+    target.stop()
+
+
+@pytest.fixture(scope="module")
+def wide_target() -> Iterator[Target]:
+    """Far more slots than any test's users: whatever caps throughput is on the client side."""
+    target = Target(100, HOLD)
+    yield target
+    target.stop()
+
+
+def run_sweep(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["sweep", *args])
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, result.output
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def plain_locust_rps(url: str, users: int, seconds: int, workdir: Path) -> float:
+    """What Locust alone measures: headless, one process, stats reset once every user runs."""
+    prefix = workdir / "plain"
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILES / "closed_loop.py"), "--headless",
+         "-u", str(users), "-r", "50", "-t", f"{seconds}s", "--host", url, "--reset-stats",
+         "--only-summary", "--csv", str(prefix)],
+        check=True, capture_output=True, timeout=seconds + 60, cwd=workdir,
+    )  # fmt: skip
+    with open(f"{prefix}_stats.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    return float(row["Requests/s"])
+
+
+@pytest.fixture(scope="module")
+def capacity_run(capacity_target: Target, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("capacity") / "run"
+    code, output = run_sweep(
+        "--host", capacity_target.url, "-f", str(LOCUSTFILES / "closed_loop.py"), "--allow-any-host",
+        "--users", "2,4,8,16", *STEP, "--workers", "2", "--out", str(out),
+        "--threshold", "p95<1s", "--threshold", "fail_ratio<1%",
+        "--threshold", f"rps>{SLOTS / HOLD / 2:g}@16",
+    )  # fmt: skip
+    plain = plain_locust_rps(capacity_target.url, 16, 12, out.parent)
+    return {"code": code, "output": output, "out": out, "summary": summary_of(out), "plain_rps": plain}
+
+
+@pytest.mark.timeout(240)
+def test_max_rps_matches_plain_locust_and_the_knee_is_the_capacity(capacity_run: dict) -> None:
+    summary = capacity_run["summary"]
+    assert capacity_run["code"] == 0, capacity_run["output"]
+    assert [s["users"] for s in summary["steps"]] == [2, 4, 8, 16]
+    assert summary["max_rps"] == pytest.approx(capacity_run["plain_rps"], rel=0.10)
+    assert summary["knee_users"] == SLOTS
+    assert summary["knee"]["found"] is True
+    last = summary["steps"][-1]
+    assert "target_saturated" in last["diagnosis"]
+    assert last["diagnosis_evidence"]["target_saturated"]["users"] == [8, 16]
+    assert summary["usl"] is not None
+    assert summary["usl"]["peak_rps"] == pytest.approx(SLOTS / HOLD, rel=0.25)
+    assert summary["recommendation"]["text"].startswith(f"stay at or below {SLOTS} users for p95 under")
+
+
+def test_each_step_has_window_figures_and_resources(capacity_run: dict) -> None:
+    summary = capacity_run["summary"]
+    for step in summary["steps"]:
+        for key in ("users", "rps", "p50_ms", "p95_ms", "p99_ms", "fail_ratio", "client_sockets",
+                    "loadgen_cpu", "target_cpu", "diagnosis", "p90_ms", "max_ms", "endpoints"):  # fmt: skip
+            assert step[key] is not None, key
+        assert step["p50_ms"] <= step["p90_ms"] <= step["p95_ms"] <= step["p99_ms"]
+        # Locust keeps response times above 100 ms to two significant digits (107 -> 110); max is exact.
+        assert step["p99_ms"] <= step["max_ms"] * 1.1
+        assert step["fail_ratio"] == 0.0
+        # Each closed-loop user keeps its own keep-alive socket.
+        assert step["client_sockets"] == step["users"]
+        assert set(step["resources"]["loadgen_cpu"]) == {"master", "worker-1", "worker-2"}
+        assert step["endpoints"][0]["name"] == "/"
+        # A window holds only its own requests: users x window / hold at most.
+        assert step["requests"] <= min(step["users"], SLOTS) * step["window_s"] / HOLD * 1.05
+    assert [set(s["diagnosis"]) <= {"ok", "target_saturated"} for s in summary["steps"]] == [True] * 4
+
+
+def test_thresholds_that_hold_pass_with_exit_0(capacity_run: dict) -> None:
+    summary = capacity_run["summary"]
+    assert summary["verdict"] == "pass"
+    assert [(t["expr"], t["passed"]) for t in summary["thresholds"]] == [
+        ("p95<1s", True), ("fail_ratio<1%", True), (f"rps>{SLOTS / HOLD / 2:g}@16", True),
+    ]  # fmt: skip
+
+
+def test_run_folder_files(capacity_run: dict) -> None:
+    out: Path = capacity_run["out"]
+    lines = (out / "steps.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["users"] for ln in lines] == [2, 4, 8, 16]
+    with open(out / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["users"]) for r in rows] == [2, 4, 8, 16]
+    run = json.loads((out / "run.json").read_text())
+    assert run["mode"] == "standalone" and run["workers"] == 2
+    assert run["spec"]["users"] == [2, 4, 8, 16]
+    assert run["versions"]["locust"] and run["command"][:2] == ["loadlab", "sweep"]
+    assert "commit" in run["git"]
+    for name in ("report.html", "throughput_p95.png", "cpu.png", "sockets.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs chromium")
+def test_report_regenerates_and_renders_in_headless_chromium(capacity_run: dict, tmp_path: Path) -> None:
+    out: Path = capacity_run["out"]
+    (out / "report.html").unlink()
+    result = CliRunner().invoke(main, ["report", str(out), "--no-panels"])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert 'class="capacity"' in html and "throughput_p95.png" in html and "stay at or below" in html
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--screenshot={shot}",
+         "--window-size=1200,2000", (out / "report.html").as_uri()],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(180)
+def test_a_shared_10_socket_pool_is_client_connection_capped(wide_target: Target, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, output = run_sweep(
+        "--host", wide_target.url, "-f", str(LOCUSTFILES / "shared_pool.py"), "--allow-any-host",
+        "--users", "5,10,20", *STEP, "--workers", "1", "--out", str(out), "--threshold", "p95<80ms",
+    )  # fmt: skip
+    summary = summary_of(out)
+    by_users = {s["users"]: s for s in summary["steps"]}
+    assert by_users[5]["client_sockets"] == 5
+    assert by_users[10]["client_sockets"] == 10
+    assert by_users[20]["client_sockets"] == 10
+    assert "client_connection_capped" not in by_users[10]["diagnosis"]
+    assert by_users[20]["diagnosis"] == ["client_connection_capped"]
+    assert by_users[20]["diagnosis_evidence"]["client_connection_capped"]["client_sockets"] == 10
+    # Twice the users on the same 10 sockets: latency doubles, so the p95 gate fails: exit 1.
+    assert code == 1, output
+    assert summary["verdict"] == "fail"
+    assert summary["thresholds"][0]["failed_steps"][0]["users"] == 20
+
+
+@pytest.mark.timeout(120)
+def test_one_worker_against_fast_nginx_is_generator_cpu_bound(nginx_stub, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, output = run_sweep(
+        "--host", f"http://127.0.0.1:{nginx_stub.port}", "-f", str(LOCUSTFILES / "closed_loop.py"),
+        "--allow-any-host", "--users", "20", *STEP, "--workers", "1", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    step = summary_of(out)["steps"][0]
+    assert "generator_cpu_bound" in step["diagnosis"]
+    evidence = step["diagnosis_evidence"]["generator_cpu_bound"]
+    assert evidence["process"] == "worker-1"
+    assert "target_saturated" not in step["diagnosis"]
+
+
+@pytest.mark.timeout(120)
+def test_lab_mode_drives_the_inventorys_master_and_nginx(capacity_target: Target, tmp_path: Path) -> None:
+    """No --host: the target and the Locust master come from the inventory; the master stays up after."""
+    lab_locust = LocalLocust(str(LOCUSTFILES / "closed_loop.py"), 1, [], tmp_path / "lab-locust")
+    web = lab_locust.start()
+    try:
+        inventory = tmp_path / "inventory.yml"
+        # Every lab group on this machine; the ports nothing else here uses, so no other lab is measured.
+        knobs = {
+            "nginx_port": capacity_target.port,
+            "locust_web_port": lab_locust.web_port,
+            "locust_master_port": lab_locust.master_port,
+            "app_instances": 0,
+            "postgres_port": free_port(),
+            "redis_port": free_port(),
+            "prometheus_port": free_port(),
+            "grafana_port": free_port(),
+            "loadlab_etc_dir": str(tmp_path),
+        }
+        host = "{hosts: {localhost: {lab_address: 127.0.0.1, ansible_connection: local}}}"
+        groups = "".join(
+            f"    {g}: {host}\n" for g in ("lb", "app", "postgres", "redis", "loadgen", "monitor")
+        )
+        inventory.write_text(f"all:\n  vars: {json.dumps(knobs)}\n  children:\n{groups}")
+        out = tmp_path / "run"
+        code, output = run_sweep("-i", str(inventory), "--users", "2,4", *STEP, "--out", str(out))
+        assert code == 0, output
+        summary = summary_of(out)
+        assert [s["client_sockets"] for s in summary["steps"]] == [2, 4]
+        assert set(summary["steps"][0]["resources"]["loadgen_cpu"]) == {"master", "worker-1"}
+        run = json.loads((out / "run.json").read_text())
+        assert run["mode"] == "lab" and run["target"] == capacity_target.url
+        assert web.answers() and web.stats()["state"] == "stopped"
+    finally:
+        web.close()
+        lab_locust.stop()
+
+
+def _locust_children(pid: int) -> list[psutil.Process]:
+    try:
+        return [c for c in psutil.Process(pid).children(recursive=True) if "locust" in " ".join(c.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_keeps_finished_steps_and_resume_finishes_the_run(
+    capacity_target: Target, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cmd = [LOADLAB, "sweep", "--host", capacity_target.url, "-f", str(LOCUSTFILES / "closed_loop.py"),
+           "--allow-any-host", "--users", "2,4,8", "--step-time", "3s", "--warmup", "0s",
+           "--spawn-rate", "50",
+           "--workers", "1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    steps_file = out / "steps.jsonl"
+    _wait(lambda: steps_file.exists() and steps_file.read_text().count("\n") >= 1 or proc.poll() is not None)
+    children = _locust_children(proc.pid)
+    assert children, "the sweep's Locust processes"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert f"--resume {out}" in output
+    _wait(lambda: all(_gone(c) for c in children), timeout=20)
+    kept = [json.loads(ln) for ln in steps_file.read_text().splitlines()]
+    assert 1 <= len(kept) < 3
+    partial = summary_of(out)
+    assert partial["complete"] is False and partial["interrupted"] == "SIGTERM"
+
+    code, output = run_sweep("--resume", str(out))
+    assert code == 0, output
+    summary = summary_of(out)
+    assert [s["users"] for s in summary["steps"]] == [2, 4, 8]
+    assert summary["complete"] is True
+    assert summary["steps"][0]["window_start"] == kept[0]["window_start"]  # the finished step was kept as is
+    assert json.loads((out / "run.json").read_text())["resumes"][0]["after_steps"] == len(kept)
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_sweep_takes_its_locust_down_and_resume_repairs_a_cut_line(
+    capacity_target: Target, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cmd = [LOADLAB, "sweep", "--host", capacity_target.url, "-f", str(LOCUSTFILES / "closed_loop.py"),
+           "--allow-any-host", "--users", "2,3", "--step-time", "3s", "--warmup", "0s", "--workers", "1",
+           "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait(lambda: len(_locust_children(proc.pid)) >= 2 or proc.poll() is not None)
+    children = _locust_children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _wait(lambda: all(_gone(c) for c in children), timeout=20)
+    # A kill in the middle of a write leaves a partial line: resume drops it and measures that step again.
+    with open(out / "steps.jsonl", "a") as f:
+        f.write('{"index": 0, "users": 2, "rps": 3')
+    code, output = run_sweep("--resume", str(out))
+    assert code == 0, output
+    assert [s["users"] for s in summary_of(out)["steps"]] == [2, 3]
+
+
+@pytest.mark.timeout(60)
+def test_a_locust_that_will_not_start_is_one_line_and_exit_2(capacity_target: Target, tmp_path: Path) -> None:
+    code, output = run_sweep(
+        "--host", capacity_target.url, "-f", str(LOCUSTFILES / "broken.py"), "--allow-any-host",
+        "--users", "2", "--workers", "1", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 2
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert errors == [
+        "error: Locust master exited with code 1: RuntimeError: this locustfile is broken on purpose"
+    ]
+
+
+def test_cleanup_leaves_no_locust_behind() -> None:
+    """Every sweep above stopped the Locust it started."""
+    ours = [c for c in psutil.Process().children(recursive=True) if not _gone(c)]
+    assert [c.cmdline() for c in ours if "locust" in " ".join(c.cmdline())] == []
