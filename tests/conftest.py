@@ -1,3 +1,3 @@
 """Shared fixtures: real servers on loopback (tests/servers.py) and the whole lab (tests/lab_fixture.py)."""
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.lab_fixture"]

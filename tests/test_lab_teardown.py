@@ -1,0 +1,41 @@
+"""`ansible-playbook playbooks/teardown.yml` leaves no lab process, keeps the data, and the lab comes back."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.lab_fixture import lab_processes, run_playbook
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_teardown_stops_everything_and_the_lab_comes_back_with_its_data(lab):
+    email = f"teardown-{uuid.uuid4().hex[:8]}@example.com"
+    created = httpx.post(f"{lab.lab.nginx_url}/users", json={"name": "kept", "email": email}, timeout=5)
+    assert created.status_code == 201, created.text
+    user_id = created.json()["id"]
+
+    down = run_playbook("playbooks/teardown.yml")
+    assert down.returncode == 0, down.tail()
+    assert lab_processes() == []
+    assert not Path("/run/loadlab/supervisord.pid").exists()
+    assert [p for p in (8080, 8001, 5433, 6380, 8089, 9465, 9490) if _accepts(p)] == []
+    assert Path("/var/lib/loadlab/postgres/PG_VERSION").is_file()  # data stays without -e wipe=true
+
+    up = run_playbook("lab.yml")
+    assert up.returncode == 0, up.tail()
+    again = httpx.get(f"{lab.lab.nginx_url}/users/{user_id}", timeout=5)
+    assert again.status_code == 200 and again.json()["email"] == email
