@@ -26,9 +26,10 @@ import random
 import uuid
 from typing import Any
 
-import loadlab.exporters.locust  # noqa: F401  (registers the metrics plugin through Locust events)
 from locust import FastHttpUser, between
 from locust.contrib.fasthttp import ResponseContextManager
+
+import loadlab.exporters.locust  # noqa: F401  (registers the metrics plugin through Locust events)
 
 DEFAULT_TARGET = "http://127.0.0.1:8080"
 """The lab's nginx on this machine, used when neither --host nor LOADLAB_TARGET is given."""
@@ -86,6 +87,14 @@ class LabUser(FastHttpUser):
     def __init__(self, environment) -> None:
         super().__init__(environment)
         self.user_ids: list[int] = []
+
+    def on_stop(self) -> None:
+        """Close this user's connection as it stops, so a stopped run leaves no socket open toward the target.
+
+        Without it the socket lingers until the server's keep-alive timeout, and socket counts taken after a
+        step still show users that are gone.
+        """
+        self.client.client.clientpool.close()
 
     def remember(self, user_id: int) -> None:
         """Keep an id for later requests, forgetting the oldest beyond max_known_ids."""

@@ -11,6 +11,8 @@ import time
 
 import httpx
 import pytest
+from PIL import Image
+
 from loadlab.dashboards import DASHBOARDS, load
 from loadlab.dashboards.render import (
     SERIES_KEY,
@@ -19,9 +21,7 @@ from loadlab.dashboards.render import (
     render_panels,
     substitute,
 )
-from PIL import Image
-
-from loadlab.sweep.lab_view import default_inventory, read_lab
+from loadlab.sweep.lab_view import view_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
@@ -39,14 +39,18 @@ def _leave_time_wait(host: str, port: int) -> None:
 @pytest.fixture(scope="module")
 def swarm(lab):
     """A short swarm from the lab's Locust master; yields (prometheus_url, start, end, scrape, variables)."""
-    view = read_lab(default_inventory())
-    assert view.error is None, view.error
+    view = view_of(lab.lab)
     assert view.prometheus_url and view.locust_web_url and view.nginx_url
     host, port = view.nginx[0]
     start = time.time()
     response = httpx.post(
         f"{view.locust_web_url}/swarm",
-        data={"user_count": 4, "spawn_rate": 4, "host": view.nginx_url},
+        data={
+            "user_count": 4,
+            "spawn_rate": 4,
+            "host": view.nginx_url,
+            "user_classes": view.default_user_classes,
+        },
         timeout=10,
     )
     assert response.status_code == 200, response.text

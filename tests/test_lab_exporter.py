@@ -72,9 +72,13 @@ def test_socket_series_rise_and_fall_with_the_users(lab):
     exporter = f"http://{host.address}:{host.int_var('exporter_port')}/metrics"
     web = lab.lab.locust_web_url
     started = time.time()
-    response = httpx.post(
-        f"{web}/swarm", data={"user_count": USERS, "spawn_rate": USERS, "host": lab.lab.nginx_url}, timeout=10
-    )
+    form = {
+        "user_count": USERS,
+        "spawn_rate": USERS,
+        "host": lab.lab.nginx_url,
+        "user_classes": lab.lab.locust_master.var("locust_default_user_classes"),
+    }
+    response = httpx.post(f"{web}/swarm", data=form, timeout=10)
     assert response.status_code == 200, response.text
     try:
         _wait_for(

@@ -227,7 +227,11 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 )
 @click.option("--allow-any-host", is_flag=True, help="Allow a target that is not the inventory's nginx.")
 @click.option("-i", "--inventory", help="Ansible inventory (default inventory/local.yml).")
-@click.option("--user-classes", help="Locust user classes to run, comma-separated (default: all).")
+@click.option(
+    "--user-classes",
+    help="Locust user classes to run, comma-separated (default: the lab's locust_default_user_classes; "
+    "standalone: all the locustfile's).",
+)
 @click.option("--name", help="Name of the run (default: the spec's name, else 'sweep').")
 def sweep(**opts: Any) -> None:
     """Step load through user counts; write steps, summary.json and report.html; gate on thresholds.

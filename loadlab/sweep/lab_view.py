@@ -25,6 +25,7 @@ class LabView:
     locust_web_url: str | None = None  # None when no loadgen host is this machine
     locust_web_port: int = 8089
     locust_master_port: int = 5557
+    default_user_classes: list[str] = field(default_factory=list)  # a run that names none
     prometheus_url: str | None = None
     scrape_interval: float = 5.0
     grafana_url: str | None = None
@@ -117,6 +118,7 @@ def view_of(lab: Lab) -> LabView:
     view.etc_dir = str(master.var("loadlab_etc_dir"))
     view.locust_web_port = master.int_var("locust_web_port")
     view.locust_master_port = master.int_var("locust_master_port")
+    view.default_user_classes = [str(c) for c in master.var("locust_default_user_classes") or []]
     if is_local_address(master.address):
         view.locust_web_url = lab.locust_web_url  # the web API listens on the master host's loopback
     monitor = lab.monitor

@@ -285,7 +285,8 @@ class SweepRunner:
 
     def _ramp(self, index: int, users: int) -> None:
         assert self.web is not None
-        classes = self.spec.user_classes if self.plan.mode == "lab" else None
+        lab_mode = self.plan.mode == "lab"
+        classes = (self.spec.user_classes or self.plan.lab.default_user_classes) if lab_mode else None
         answer = self.web.swarm(users, self.spec.spawn_rate, self.plan.host, classes)
         if classes and "user_classes" not in answer:
             raise UserError(
