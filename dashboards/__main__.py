@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from loadlab.dashboards import JSON_DIR, generate
 
 from loadlab.console import console, fail
+from loadlab.dashboards import JSON_DIR, generate
 
 
 def stale_files(out_dir: Path) -> list[str]:

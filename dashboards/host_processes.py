@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
 from loadlab.dashboards.builder import (
     BYTES,
@@ -220,10 +221,9 @@ def _exporter_row() -> Row:
 
 def build() -> Dashboard:
     """Which host or process is short of CPU, memory or descriptors."""
-    return Dashboard(
-        uid=UID,
-        title="loadlab / Host and processes",
-        description="Per-core CPU, memory and network per host; CPU, RSS and descriptors per process group.",
-        rows=[_cpu_row(), _memory_network_row(), _process_row(), _exporter_row()],
-        variables=q.variables(),
+    return panels.lab_dashboard(
+        UID,
+        "loadlab / Host and processes",
+        "Per-core CPU, memory and network per host; CPU, RSS and descriptors per process group.",
+        [_cpu_row(), _memory_network_row(), _process_row(), _exporter_row()],
     )

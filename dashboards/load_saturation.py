@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
 from loadlab.dashboards.builder import (
     PERCENT_UNIT,
@@ -22,44 +23,22 @@ def _load_row() -> Row:
     return Row(
         "Load (Locust)",
         (
-            Panel(
+            panels.users(
                 "Users",
-                (Target(q.users(), "users"),),
-                SHORT,
                 "Simulated users Locust runs now; each step of a sweep is a plateau here.",
                 width=6,
-                stepped=True,
-                decimals=0,
             ),
-            Panel(
+            panels.requests_and_failures(
                 "Requests and failures per second",
-                (
-                    Target(q.requests_per_second(), "requests/s"),
-                    Target(q.failures_per_second(), "failures/s"),
-                ),
-                REQUESTS_PER_SECOND,
                 "Throughput Locust measured. Flat while users grow means something saturates.",
                 width=6,
             ),
-            Panel(
+            panels.response_time(
                 "Response time (Locust)",
-                (
-                    Target(q.latency_quantile(0.5), "p50"),
-                    Target(q.latency_quantile(0.95), "p95"),
-                    Target(q.latency_quantile(0.99), "p99"),
-                ),
-                SECONDS,
                 "Client-side latency quantiles from the Locust plugin's histogram.",
                 width=6,
             ),
-            Panel(
-                "Failure ratio",
-                (Target(q.failure_ratio(), "failed share"),),
-                PERCENT_UNIT,
-                "Share of requests Locust counted as failed.",
-                width=6,
-                max=1,
-            ),
+            panels.failure_ratio("Failure ratio", "Share of requests Locust counted as failed.", width=6),
         ),
     )
 
@@ -215,10 +194,9 @@ def _app_row() -> Row:
 
 def build() -> Dashboard:
     """The dashboard to watch during a run."""
-    return Dashboard(
-        uid=UID,
-        title="loadlab / Load vs saturation",
-        description="Locust's load and results on the same time axis as CPU and connections on both sides.",
-        rows=[_load_row(), _cpu_row(), _connections_row(), _app_row()],
-        variables=q.variables(),
+    return panels.lab_dashboard(
+        UID,
+        "loadlab / Load vs saturation",
+        "Locust's load and results on the same time axis as CPU and connections on both sides.",
+        [_load_row(), _cpu_row(), _connections_row(), _app_row()],
     )

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import matplotlib.dates as mdates
-from loadlab.dashboards import load
 from matplotlib.figure import Figure  # drawn with Agg, no pyplot state: safe to call from any thread
 from matplotlib.ticker import FuncFormatter
 
 from loadlab.console import UserError
+from loadlab.dashboards import load
 
 SERIES_KEY = "loadlab:series"  # PNG text chunk: how many series the panel drew (0 = "no data")
 MAX_POINTS = 400  # samples per series: about a panel's width in pixels, as Grafana's maxDataPoints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
 from loadlab.dashboards.builder import PERCENT_UNIT, SHORT, Dashboard, Panel, Row, Target
 
@@ -88,14 +89,13 @@ def _time_wait_row() -> Row:
 
 def build() -> Dashboard:
     """Where connections pile up and in which state."""
-    return Dashboard(
-        uid=UID,
-        title="loadlab / Sockets",
-        description="TCP sockets per port and state, as the target (server) and as the generators (client).",
-        rows=[
+    return panels.lab_dashboard(
+        UID,
+        "loadlab / Sockets",
+        "TCP sockets per port and state, as the target (server) and as the generators (client).",
+        [
             _role_row("server", "Accepting side (role server: the port is local)", "Server"),
             _role_row("client", "Connecting side (role client: the port is remote)", "Client"),
             _time_wait_row(),
         ],
-        variables=q.variables(),
     )

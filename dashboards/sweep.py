@@ -6,6 +6,7 @@ window: drag across one step's annotated region and the row shows that step's fi
 
 from __future__ import annotations
 
+from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
 from loadlab.dashboards.builder import (
     PERCENT_UNIT,
@@ -22,110 +23,87 @@ UID = "loadlab-sweep"
 W = q.RANGE
 
 
+def _stat(
+    title: str, target: Target, unit: str, description: str, width: int = 4, decimals: int | None = None
+) -> Panel:
+    """One figure over the selected range, in the band of step figures."""
+    return Panel(title, (target,), unit, description, kind="stat", width=width, height=4, decimals=decimals)
+
+
 def _step_figures_row() -> Row:
     client_sockets = (
         f'quantile_over_time(0.5, (sum(loadlab_tcp_sockets{{{q.HOST}, role="client", '
         f'state="established", port="$port"}}))[{W}:$__interval])'
     )
+    postgres_connections = f"max(max_over_time(({q.postgres_connections()})[{W}:$__interval]))"
     return Row(
         "Selected step (drag across one step's region)",
         (
-            Panel(
+            _stat(
                 "Users",
-                (Target(f"max(max_over_time(loadlab_locust_users{{{q.HOST}}}[{W}]))", "users"),),
+                Target(f"max(max_over_time(loadlab_locust_users{{{q.HOST}}}[{W}]))", "users"),
                 SHORT,
                 "Most users during the selected range.",
-                kind="stat",
-                width=4,
-                height=4,
                 decimals=0,
             ),
-            Panel(
+            _stat(
                 "Requests/s",
-                (Target(q.requests_per_second(W), "rps"),),
+                Target(q.requests_per_second(W), "rps"),
                 REQUESTS_PER_SECOND,
                 "Mean throughput over the range.",
-                kind="stat",
-                width=4,
-                height=4,
             ),
-            Panel(
+            _stat(
                 "p50",
-                (Target(q.latency_quantile(0.5, W), "p50"),),
+                Target(q.latency_quantile(0.5, W), "p50"),
                 SECONDS,
                 "Median response time over the range.",
-                kind="stat",
-                width=4,
-                height=4,
             ),
-            Panel(
+            _stat(
                 "p95",
-                (Target(q.latency_quantile(0.95, W), "p95"),),
+                Target(q.latency_quantile(0.95, W), "p95"),
                 SECONDS,
                 "95th percentile response time over the range.",
-                kind="stat",
-                width=4,
-                height=4,
             ),
-            Panel(
+            _stat(
                 "p99",
-                (Target(q.latency_quantile(0.99, W), "p99"),),
+                Target(q.latency_quantile(0.99, W), "p99"),
                 SECONDS,
                 "99th percentile response time over the range.",
-                kind="stat",
-                width=4,
-                height=4,
             ),
-            Panel(
+            _stat(
                 "Failure ratio",
-                (Target(q.failure_ratio(W), "failed"),),
+                Target(q.failure_ratio(W), "failed"),
                 PERCENT_UNIT,
                 "Failed share of requests over the range.",
-                kind="stat",
-                width=4,
-                height=4,
             ),
-            Panel(
+            _stat(
                 "Client sockets (median)",
-                (Target(client_sockets, "client sockets"),),
+                Target(client_sockets, "client sockets"),
                 SHORT,
                 "Median established sockets from the generators to $port, as the sweep's client_sockets.",
-                kind="stat",
                 width=6,
-                height=4,
                 decimals=0,
             ),
-            Panel(
+            _stat(
                 "Busiest Locust process CPU",
-                (Target(q.busiest_locust_process(W), "generator"),),
+                Target(q.busiest_locust_process(W), "generator"),
                 PERCENT_UNIT,
                 "Mean CPU of the busiest Locust process; near 100% the generator limits the step.",
-                kind="stat",
                 width=6,
-                height=4,
             ),
-            Panel(
+            _stat(
                 "Target CPU",
-                (Target(q.target_cpu(W), "target"),),
+                Target(q.target_cpu(W), "target"),
                 PERCENT_UNIT,
                 "Mean CPU of the target stack's processes; 100% = one full core.",
-                kind="stat",
                 width=6,
-                height=4,
             ),
-            Panel(
+            _stat(
                 "PostgreSQL connections (max)",
-                (
-                    Target(
-                        f"max(max_over_time(({q.postgres_connections()})[{W}:$__interval]))",
-                        "connections",
-                    ),
-                ),
+                Target(postgres_connections, "connections"),
                 SHORT,
                 "Most PostgreSQL backends during the range.",
-                kind="stat",
                 width=6,
-                height=4,
                 decimals=0,
             ),
         ),
@@ -136,44 +114,20 @@ def _steps_row() -> Row:
     return Row(
         "Steps over time",
         (
-            Panel(
+            panels.users(
                 "Users per step",
-                (Target(q.users(), "users"),),
-                SHORT,
                 "Each plateau is a step; its annotation carries the run id and step number.",
                 width=12,
-                stepped=True,
-                decimals=0,
             ),
-            Panel(
+            panels.requests_and_failures(
                 "Requests per second",
-                (
-                    Target(q.requests_per_second(), "requests/s"),
-                    Target(q.failures_per_second(), "failures/s"),
-                ),
-                REQUESTS_PER_SECOND,
                 "Throughput per step: it should rise with users until something saturates.",
                 width=12,
             ),
-            Panel(
-                "Response time",
-                (
-                    Target(q.latency_quantile(0.5), "p50"),
-                    Target(q.latency_quantile(0.95), "p95"),
-                    Target(q.latency_quantile(0.99), "p99"),
-                ),
-                SECONDS,
-                "Latency per step: rising with flat throughput is the knee.",
-                width=12,
+            panels.response_time(
+                "Response time", "Latency per step: rising with flat throughput is the knee.", width=12
             ),
-            Panel(
-                "Failure ratio",
-                (Target(q.failure_ratio(), "failed share"),),
-                PERCENT_UNIT,
-                "Failed share of requests per step.",
-                width=12,
-                max=1,
-            ),
+            panels.failure_ratio("Failure ratio", "Failed share of requests per step.", width=12),
             Panel(
                 "Client sockets vs users",
                 (Target(q.established("client", by=""), "client sockets"), Target(q.users(), "users")),
@@ -198,11 +152,10 @@ def _steps_row() -> Row:
 
 def build() -> Dashboard:
     """A finished or running sweep, step by step."""
-    return Dashboard(
-        uid=UID,
-        title="loadlab / Sweep",
-        description="Sweep steps as annotated regions; the top row shows the figures of the selected range.",
-        rows=[_step_figures_row(), _steps_row()],
-        variables=q.variables(),
+    return panels.lab_dashboard(
+        UID,
+        "loadlab / Sweep",
+        "Sweep steps as annotated regions; the top row shows the figures of the selected range.",
+        [_step_figures_row(), _steps_row()],
         time_from="now-1h",
     )

@@ -10,6 +10,23 @@ from prometheus_client.registry import Collector
 
 INFO_SECTIONS = ("clients", "stats", "memory")
 
+# (metric name, help, INFO field), in exposition order; a name ending in _total is a counter, the rest gauges.
+FIELDS = (
+    ("loadlab_redis_connected_clients", "Client connections open now.", "connected_clients"),
+    ("loadlab_redis_blocked_clients", "Clients waiting in a blocking command.", "blocked_clients"),
+    ("loadlab_redis_maxclients", "The server's maxclients.", "maxclients"),
+    ("loadlab_redis_memory_used_bytes", "Memory the allocator holds for Redis (used_memory).", "used_memory"),
+    ("loadlab_redis_commands_processed_total", "Commands processed.", "total_commands_processed"),
+    ("loadlab_redis_keyspace_hits_total", "Key lookups that found the key.", "keyspace_hits"),
+    ("loadlab_redis_keyspace_misses_total", "Key lookups that did not find the key.", "keyspace_misses"),
+    ("loadlab_redis_evicted_keys_total", "Keys evicted to stay under maxmemory.", "evicted_keys"),
+    (
+        "loadlab_redis_rejected_connections_total",
+        "Connections refused for reaching maxclients.",
+        "rejected_connections",
+    ),
+)
+
 
 def parse_info(text: str) -> dict[str, str]:
     """INFO text to a flat field -> value mapping (section headers and blank lines dropped)."""
@@ -58,32 +75,6 @@ class RedisCollector(Collector):
         def num(key: str) -> float:
             return float(info.get(key, 0) or 0)
 
-        gauges = [
-            ("loadlab_redis_connected_clients", "Client connections open now.", "connected_clients"),
-            ("loadlab_redis_blocked_clients", "Clients waiting in a blocking command.", "blocked_clients"),
-            ("loadlab_redis_maxclients", "The server's maxclients.", "maxclients"),
-            (
-                "loadlab_redis_memory_used_bytes",
-                "Memory the allocator holds for Redis (used_memory).",
-                "used_memory",
-            ),
-        ]
-        for name, doc, key in gauges:
-            yield GaugeMetricFamily(name, doc, value=num(key))
-        counters = [
-            ("loadlab_redis_commands_processed_total", "Commands processed.", "total_commands_processed"),
-            ("loadlab_redis_keyspace_hits_total", "Key lookups that found the key.", "keyspace_hits"),
-            (
-                "loadlab_redis_keyspace_misses_total",
-                "Key lookups that did not find the key.",
-                "keyspace_misses",
-            ),
-            ("loadlab_redis_evicted_keys_total", "Keys evicted to stay under maxmemory.", "evicted_keys"),
-            (
-                "loadlab_redis_rejected_connections_total",
-                "Connections refused for reaching maxclients.",
-                "rejected_connections",
-            ),
-        ]
-        for name, doc, key in counters:
-            yield CounterMetricFamily(name, doc, value=num(key))
+        for name, doc, key in FIELDS:
+            family = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+            yield family(name, doc, value=num(key))

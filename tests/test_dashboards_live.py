@@ -23,6 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
+
+from loadlab.console import UserError
 from loadlab.dashboards import DASHBOARDS, load
 from loadlab.dashboards.render import (
     SERIES_KEY,
@@ -32,9 +35,6 @@ from loadlab.dashboards.render import (
     render_panels,
     substitute,
 )
-from PIL import Image
-
-from loadlab.console import UserError
 from tests.app_instance import running_app
 from tests.servers import free_port, wait_port
 

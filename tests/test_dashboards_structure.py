@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
+
+from loadlab.console import UserError
 from loadlab.dashboards import DASHBOARDS, JSON_DIR, generate, load
 from loadlab.dashboards.__main__ import main as dashboards_main
 from loadlab.dashboards.__main__ import stale_files
@@ -22,8 +24,6 @@ from loadlab.dashboards.builder import (
     legend_regex,
 )
 from loadlab.dashboards.render import builtin_variables, dashboard_variables, format_value, substitute
-
-from loadlab.console import UserError
 
 NAMES = list(DASHBOARDS)
 BUILTINS = {"__rate_interval", "__range", "__interval"}

@@ -79,6 +79,11 @@ def locust(*args: str, log: Path) -> subprocess.Popen:
     )
 
 
+def one_user(locustfile: Path, target: str, *args: str, log: Path) -> subprocess.Popen:
+    """A headless local runner with one user against target; args add the plugin's options."""
+    return locust("-f", str(locustfile), "--headless", "-u", "1", "-r", "1", "--host", target, *args, log=log)
+
+
 def stop(*procs: subprocess.Popen) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -190,29 +195,9 @@ def test_local_runner_reports_its_own_cpu_and_port_0_turns_it_off(
     tmp_path: Path, target: str, locustfile: Path
 ) -> None:
     metrics, off = free_port(), free_port()
-    local = locust(
-        "-f",
-        str(locustfile),
-        "--headless",
-        "-u",
-        "1",
-        "-r",
-        "1",
-        "--host",
-        target,
-        "--loadlab-metrics-port",
-        str(metrics),
-        log=tmp_path / "local.log",
-    )
-    disabled = locust(
-        "-f",
-        str(locustfile),
-        "--headless",
-        "-u",
-        "1",
-        "-r",
-        "1",
-        "--host",
+    local = one_user(locustfile, target, "--loadlab-metrics-port", str(metrics), log=tmp_path / "local.log")
+    disabled = one_user(
+        locustfile,
         target,
         "--loadlab-metrics-port",
         "0",
@@ -240,20 +225,7 @@ def test_busy_metrics_port_stops_the_master_with_one_error(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = locust(
-            "-f",
-            str(locustfile),
-            "--headless",
-            "-u",
-            "1",
-            "-r",
-            "1",
-            "--host",
-            target,
-            "--loadlab-metrics-port",
-            str(port),
-            log=tmp_path / "busy.log",
-        )
+        proc = one_user(locustfile, target, "--loadlab-metrics-port", str(port), log=tmp_path / "busy.log")
         try:
             assert proc.wait(timeout=60) == 2
         finally:

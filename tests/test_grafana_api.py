@@ -21,9 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
-from loadlab.dashboards import DASHBOARDS, load
 
 from loadlab.cli import main
+from loadlab.dashboards import DASHBOARDS, load
 from loadlab.grafana import GrafanaSettings, StepAnnotator, resolve_settings
 from tests.servers import free_port
 

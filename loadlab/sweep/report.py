@@ -49,6 +49,21 @@ def _figure() -> tuple[Figure, Any]:
     return fig, ax
 
 
+def _save(fig: Figure, title: str, path: Path, ax: Any, *twins: Any) -> None:
+    """Every y axis from zero, one legend for the lines of all axes, the title; then the PNG."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for axis in (ax, *twins):
+        axis.set_ylim(bottom=0)
+        h, lb = axis.get_legend_handles_labels()
+        handles += h
+        labels += lb
+    ax.legend(handles, labels, fontsize=8, loc="upper left")
+    ax.set_title(title, loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def plot_throughput(steps: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
     """Throughput and p95 against users, with the USL curve and the knee."""
     steps = _by_users(steps)
@@ -71,18 +86,11 @@ def plot_throughput(steps: Sequence[dict[str, Any]], summary: dict[str, Any], pa
     if knee is not None and (summary.get("knee") or {}).get("found"):
         ax.axvline(knee, color="grey", linestyle=":", label=f"knee: {knee} users")
     ax.set_ylabel("requests per second", color="tab:blue")
-    ax.set_ylim(bottom=0)
     ax2 = ax.twinx()
     px, p95 = _series(steps, "p95_ms")
     ax2.plot(px, p95, "s-", color="tab:red", label="p95 (ms)")
     ax2.set_ylabel("p95 latency (ms)", color="tab:red")
-    ax2.set_ylim(bottom=0)
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
-    ax.set_title("Throughput and p95 against users", loc="left")
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, "Throughput and p95 against users", path, ax, ax2)
 
 
 def plot_cpu(steps: Sequence[dict[str, Any]], path: Path) -> None:
@@ -95,11 +103,7 @@ def plot_cpu(steps: Sequence[dict[str, Any]], path: Path) -> None:
     ax.plot(tx, ty, "s-", color="tab:green", label="target (all its processes)")
     ax.axhline(1.0, color="grey", linestyle=":", label="one core")
     ax.set_ylabel("CPU (cores)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("CPU against users", loc="left")
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, "CPU against users", path, ax)
 
 
 def plot_sockets(steps: Sequence[dict[str, Any]], path: Path) -> None:
@@ -112,11 +116,7 @@ def plot_sockets(steps: Sequence[dict[str, Any]], path: Path) -> None:
         top = max(s["users"] for s in steps)
         ax.plot([0, top], [0, top], "--", color="grey", alpha=0.6, label="one socket per user")
     ax.set_ylabel("sockets")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("Client sockets against users", loc="left")
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, "Client sockets against users", path, ax)
 
 
 def _cell(value: Any, fmt: str = "{}") -> str:

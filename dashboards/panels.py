@@ -1,0 +1,70 @@
+"""The panels more than one dashboard shows, so the same figure is drawn the same way wherever it stands.
+
+Each panel takes only what differs between dashboards: the title, the description and the width.
+`lab_dashboard` is the frame every dashboard shares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadlab.dashboards import queries as q
+from loadlab.dashboards.builder import (
+    PERCENT_UNIT,
+    REQUESTS_PER_SECOND,
+    SECONDS,
+    SHORT,
+    Dashboard,
+    Panel,
+    Row,
+    Target,
+)
+
+# The response time quantiles every latency panel draws, with their legends.
+QUANTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
+
+
+def users(title: str, description: str, *, width: int) -> Panel:
+    """Locust users over time, stepped: a sweep holds each count as a plateau."""
+    return Panel(
+        title, (Target(q.users(), "users"),), SHORT, description, width=width, stepped=True, decimals=0
+    )
+
+
+def requests_and_failures(title: str, description: str, *, width: int) -> Panel:
+    """Locust's throughput with its failures on the same axis."""
+    return Panel(
+        title,
+        (
+            Target(q.requests_per_second(), "requests/s"),
+            Target(q.failures_per_second(), "failures/s"),
+        ),
+        REQUESTS_PER_SECOND,
+        description,
+        width=width,
+    )
+
+
+def response_time(title: str, description: str, *, width: int) -> Panel:
+    """Client-side response time quantiles, as Locust saw them."""
+    targets = tuple(Target(q.latency_quantile(quantile), legend) for quantile, legend in QUANTILES)
+    return Panel(title, targets, SECONDS, description, width=width)
+
+
+def failure_ratio(title: str, description: str, *, width: int) -> Panel:
+    """The failed share of requests, on a 0-100% axis."""
+    return Panel(
+        title,
+        (Target(q.failure_ratio(), "failed share"),),
+        PERCENT_UNIT,
+        description,
+        width=width,
+        max=1,
+    )
+
+
+def lab_dashboard(uid: str, title: str, description: str, rows: list[Row], **options: Any) -> Dashboard:
+    """A dashboard with the lab's variables, so links between dashboards keep the selection."""
+    return Dashboard(
+        uid=uid, title=title, description=description, rows=rows, variables=q.variables(), **options
+    )
