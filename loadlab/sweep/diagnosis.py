@@ -1,4 +1,4 @@
-"""What gave out first in a step, in the DESIGN vocabulary, each with the figures that triggered it."""
+"""What gave out first in a step, in summary.json's diagnosis vocabulary, with the figures behind each."""
 
 from __future__ import annotations
 

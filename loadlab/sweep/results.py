@@ -44,7 +44,7 @@ CSV_COLUMNS = [
     "window_end",
 ]
 
-# The per-step fields summary.json carries (DESIGN's contract first, then the additions).
+# The per-step fields summary.json carries (the documented contract first, then the additions).
 SUMMARY_STEP_FIELDS = [
     "users",
     "rps",
@@ -199,7 +199,7 @@ def summarize(
     planned_steps: int,
     interrupted: str | None = None,
 ) -> dict[str, Any]:
-    """summary.json: DESIGN's fields (steps, max_rps, knee_users, usl, thresholds, verdict) and additions."""
+    """summary.json: the contract's fields (steps, max_rps, knee_users, usl, thresholds, verdict) first."""
     knee = analysis.knee(steps)
     checks = evaluate(thresholds, steps)
     p95_gate = next(
