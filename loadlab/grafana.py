@@ -97,12 +97,16 @@ class StepAnnotator:
 
     @classmethod
     def from_lab(cls, url: str | None = None, inventory_url: str | None = None) -> StepAnnotator:
-        """The lab's Grafana as `loadlab grafana sync` finds it."""
+        """The lab's Grafana as `loadlab grafana sync` finds it; none where none was provisioned from here."""
         try:
-            return cls(resolve_settings(url, inventory_url=inventory_url))
+            settings = resolve_settings(url, inventory_url=inventory_url)
         except (UserError, OSError) as exc:
             log.warning("Grafana annotations off: %s", exc)
             return cls(None)
+        if settings.password is None and url is None and not os.environ.get(URL_ENV):
+            # The grafana role writes secrets/grafana_admin only where it installed Grafana.
+            return cls(None)
+        return cls(settings)
 
     @property
     def enabled(self) -> bool:

@@ -276,7 +276,7 @@ def render_html(
 <html lang="en"><head><meta charset="utf-8"><title>loadlab sweep {html.escape(str(run.get("id", "")))}</title>
 <style>{_CSS}</style></head>
 <body>
-<h1>Sweep {html.escape(str(spec.get("name", "")))} <span class="verdict {html.escape(verdict)}">{
+<h1>loadlab sweep: {html.escape(str(spec.get("name", "")))} <span class="verdict {html.escape(verdict)}">{
         html.escape(verdict)
     }</span></h1>
 <p class="meta">{html.escape(str(run.get("id", "")))} · {html.escape(str(run.get("mode", "")))} run against

@@ -9,7 +9,6 @@ most the step in progress, and `--resume` continues after the last finished one.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from loadlab.console import UserError
+from loadlab.grafana import StepAnnotator
 from loadlab.sweep import resources as res
 from loadlab.sweep.diagnosis import diagnose
 from loadlab.sweep.lab_view import LabView
@@ -149,23 +149,15 @@ def _figures(entry: EndpointStats, seconds: float) -> dict[str, Any]:
 
 
 class _Annotator:
-    """Grafana step regions, best effort, when the lab's Grafana module is installed."""
+    """Grafana step regions in a lab run, best effort: StepAnnotator never raises and warns once."""
 
     def __init__(self, plan: SweepPlan) -> None:
-        self._impl = None
         self.run_id = plan.out.name
-        url = plan.lab.grafana_url
-        if plan.mode != "lab" or url is None or importlib.util.find_spec("loadlab.grafana") is None:
-            return
-        with contextlib.suppress(Exception):
-            from loadlab.grafana import StepAnnotator
-
-            self._impl = StepAnnotator.from_lab(inventory_url=url)
+        lab_grafana = plan.mode == "lab" and plan.lab.grafana_url is not None
+        self._impl = StepAnnotator.from_lab(inventory_url=plan.lab.grafana_url) if lab_grafana else None
 
     def step(self, index: int, users: int, start: float, end: float | None = None, text: str = "") -> None:
-        if self._impl is None:
-            return
-        with contextlib.suppress(Exception):
+        if self._impl is not None:
             self._impl.annotate_step(self.run_id, index + 1, users, start, end, text=text)
 
 
