@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import PostgresServer, RedisServer, free_port
+from tests.servers import PostgresServer, RedisServer, free_port, terminate
 
 
 @dataclass
@@ -73,13 +72,7 @@ def start_app(
 
 def stop_app(app: AppInstance) -> None:
     """SIGTERM, as supervisord stops it; SIGKILL only if it does not finish."""
-    if app.proc.poll() is None:
-        app.proc.send_signal(signal.SIGTERM)
-        try:
-            app.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            app.proc.kill()
-            app.proc.wait()
+    terminate(app.proc, timeout=15)
     app.log.unlink(missing_ok=True)
 
 

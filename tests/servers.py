@@ -49,6 +49,23 @@ def wait_port_closed(port: int, host: str = "127.0.0.1", timeout: float = 20.0) 
     raise RuntimeError(f"{host}:{port} still accepts connections after {timeout}s")
 
 
+def terminate(*procs: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    """Stop processes as a supervisor would: a signal to each, SIGKILL for any that outlives the timeout."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(proc.pid) == proc.pid:  # a group of its own: its children (nginx workers) too
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            proc.wait()
+
+
 class _Server:
     """A server process the tests can take down and bring back on the same port."""
 
@@ -80,12 +97,7 @@ class _Server:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(self.stop_signal)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        terminate(self.proc, sig=self.stop_signal)
         wait_port_closed(self.port)
 
     @property

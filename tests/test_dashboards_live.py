@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from loadlab.dashboards.render import (
     substitute,
 )
 from tests.app_instance import running_app
-from tests.servers import free_port, wait_port
+from tests.servers import free_port, terminate, wait_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -67,16 +66,6 @@ class MiniLab:
 
     def get(self, path: str, **params) -> httpx.Response:
         return httpx.get(f"{self.prometheus_url}{path}", params=params, timeout=30)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _prometheus_config(targets: dict[str, int]) -> str:
@@ -181,7 +170,7 @@ def mini_lab(postgres_server, redis_server, nginx_stub) -> Iterator[MiniLab]:
             yield lab
         finally:
             for proc in reversed(lab.procs):
-                _stop(proc)
+                terminate(proc)
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.exporter_support import assert_golden, promtool_check
-from tests.servers import free_port
+from tests.servers import free_port, terminate
 
 LOCUSTFILE = """
 import loadlab.exporters.locust  # noqa: F401
@@ -82,18 +81,6 @@ def locust(*args: str, log: Path) -> subprocess.Popen:
 def one_user(locustfile: Path, target: str, *args: str, log: Path) -> subprocess.Popen:
     """A headless local runner with one user against target; args add the plugin's options."""
     return locust("-f", str(locustfile), "--headless", "-u", "1", "-r", "1", "--host", target, *args, log=log)
-
-
-def stop(*procs: subprocess.Popen) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def samples(text: str) -> dict[str, float]:
@@ -188,7 +175,7 @@ def test_master_with_a_worker(tmp_path: Path, target: str, locustfile: Path) -> 
         assert promtool_check(text) == ""
         assert not listening(worker_metrics), "a worker must not serve the plugin's metrics"
     finally:
-        stop(worker, master)
+        terminate(worker, master)
 
 
 def test_local_runner_reports_its_own_cpu_and_port_0_turns_it_off(
@@ -215,7 +202,7 @@ def test_local_runner_reports_its_own_cpu_and_port_0_turns_it_off(
         assert promtool_check(text) == ""
         assert disabled.poll() is None and not listening(off)
     finally:
-        stop(local, disabled)
+        terminate(local, disabled)
 
 
 def test_busy_metrics_port_stops_the_master_with_one_error(
@@ -229,7 +216,7 @@ def test_busy_metrics_port_stops_the_master_with_one_error(
         try:
             assert proc.wait(timeout=60) == 2
         finally:
-            stop(proc)
+            terminate(proc)
     log = (tmp_path / "busy.log").read_text()
     assert f"loadlab metrics: cannot listen on 127.0.0.1:{port}: Address already in use" in log
 

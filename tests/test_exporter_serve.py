@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.exporter_support import promtool_check
-from tests.servers import free_port, wait_port
+from tests.servers import free_port, terminate, wait_port
 
 SOURCES = ("sockets", "host", "processes", "postgres", "redis", "nginx")
 
@@ -54,13 +53,7 @@ class Exporter:
         wait_port(self.port)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         return self.proc.returncode
 
 
