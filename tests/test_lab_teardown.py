@@ -39,3 +39,20 @@ def test_teardown_stops_everything_and_the_lab_comes_back_with_its_data(lab):
     assert up.returncode == 0, up.tail()
     again = httpx.get(f"{lab.lab.nginx_url}/users/{user_id}", timeout=5)
     assert again.status_code == 200 and again.json()["email"] == email
+
+
+def test_wipe_removes_the_labs_files_keeps_its_passwords_and_a_fresh_lab_comes_up(lab):
+    down = run_playbook("playbooks/teardown.yml", "-e", "wipe=true")
+    assert down.returncode == 0, down.tail()
+    assert lab_processes() == []
+    assert [
+        p
+        for p in ("/var/lib/loadlab", "/etc/loadlab", "/var/log/loadlab", "/run/loadlab")
+        if Path(p).exists()
+    ] == []
+    assert (lab.lab.secrets_dir / "postgres_app").is_file()  # the controller's passwords stay
+
+    up = run_playbook("lab.yml")
+    assert up.returncode == 0, up.tail()
+    health = httpx.get(f"{lab.lab.nginx_url}/health", timeout=5)
+    assert health.status_code == 200 and health.json()["db"] == "ok"
