@@ -60,19 +60,24 @@ def latency_quantile(q: float, window: str = RATE) -> str:
     )
 
 
+def _group_cpu_rate(groups: str, window: str) -> str:
+    """Cores each matching process group uses, per series (1.0 = one full core)."""
+    return f'rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{groups}"}}[{window}])'
+
+
 def process_cpu(groups: str, window: str = RATE, by: str = "host, group") -> str:
     """CPU of process groups in cores (1.0 = one full core)."""
-    return f'sum by ({by}) (rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{groups}"}}[{window}]))'
+    return f"sum by ({by}) ({_group_cpu_rate(groups, window)})"
 
 
 def target_cpu(window: str = RATE) -> str:
     """CPU the target stack burns in cores, all target process groups together."""
-    return f'sum(rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{TARGET_GROUPS}"}}[{window}]))'
+    return f"sum({_group_cpu_rate(TARGET_GROUPS, window)})"
 
 
 def busiest_locust_process(window: str = RATE) -> str:
     """The Locust process closest to a full core: at 1.0 the generator, not the target, is the limit."""
-    return f'max(rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{LOCUST_GROUPS}"}}[{window}]))'
+    return f"max({_group_cpu_rate(LOCUST_GROUPS, window)})"
 
 
 def host_cpu_busy(window: str = RATE) -> str:

@@ -66,6 +66,17 @@ def terminate(*procs: subprocess.Popen, sig: int = signal.SIGTERM, timeout: floa
             proc.wait()
 
 
+def established_toward(port: int) -> int:
+    """Established TCP sockets whose remote end is `port` (a load generator's side), counted by `ss`."""
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return len(out.stdout.splitlines())
+
+
 class _Server:
     """A server process the tests can take down and bring back on the same port."""
 

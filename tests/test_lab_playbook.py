@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from loadlab.cli import main
 from tests.lab_fixture import ROOT, SUPERVISORCTL, VENV_BIN, run_playbook
+from tests.servers import established_toward
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
@@ -66,16 +67,6 @@ def _user_requests(port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     pattern = r'^loadlab_app_requests_total\{[^}]*handler="/users[^"]*"[^}]*\} (\S+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.M))
-
-
-def _established_toward(port: int) -> int:
-    out = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return len(out.stdout.splitlines())
 
 
 def test_a_rerun_changes_nothing(lab):
@@ -154,7 +145,7 @@ def test_load_through_nginx_holds_one_socket_per_user_and_reaches_every_instance
     try:
         while locust.poll() is None:
             if 4 <= time.monotonic() - started <= 14:  # every user started and past its first request
-                sockets.append(_established_toward(8080))
+                sockets.append(established_toward(8080))
             time.sleep(0.5)
     finally:
         if locust.poll() is None:

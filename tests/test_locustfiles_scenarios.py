@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app_instance import AppInstance, running_app
-from tests.servers import free_port
+from tests.servers import established_toward, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,17 +59,6 @@ class LocustRun:
         return {key for key, row in self.rows.items() if int(row["Request Count"]) > 0}
 
 
-def established_client_sockets(port: int) -> int:
-    """Established TCP sockets whose remote end is the app's port: the load generator's side."""
-    out = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return len(out.splitlines())
-
-
 def plugin_users(port: int) -> float | None:
     """loadlab_locust_users as the lab's Locust plugin serves it, or None if it does not answer."""
     try:
@@ -105,7 +94,7 @@ def run_locust(app: AppInstance, tmp_path: Path, files: str, *args: str, **env: 
 
     def sample() -> None:
         while proc.poll() is None:
-            run.sockets.append(established_client_sockets(app.port))
+            run.sockets.append(established_toward(app.port))
             if (users := plugin_users(metrics_port)) is not None:
                 run.plugin_users.append(users)
             time.sleep(0.2)
