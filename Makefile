@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: lab test venv system lint unit teardown dashboards clean
+.PHONY: lab test venv system lint unit teardown dashboards clean hosts hosts-down
 
 system:
 	bash scripts/bootstrap.sh
@@ -37,6 +37,13 @@ test: system venv lint
 
 teardown: venv
 	ansible-playbook playbooks/teardown.yml
+
+# Test hosts on this machine (own netns, filesystem, process tree, sshd): the multi-host lab without hosts.
+hosts: system venv
+	bash scripts/testhosts.sh up
+
+hosts-down:
+	bash scripts/testhosts.sh down
 
 dashboards: venv
 	$(PY) -m loadlab.dashboards

@@ -145,8 +145,8 @@ def _app_row() -> Row:
                 "App requests per second by instance",
                 (
                     Target(
-                        f"sum by (instance) (rate(loadlab_app_requests_total{{{inst}}}[{q.RATE}]))",
-                        "{{instance}}",
+                        f"sum by (host, instance) (rate(loadlab_app_requests_total{{{inst}}}[{q.RATE}]))",
+                        "{{host}} {{instance}}",
                     ),
                 ),
                 REQUESTS_PER_SECOND,
@@ -157,9 +157,9 @@ def _app_row() -> Row:
                 "App p95 by instance",
                 (
                     Target(
-                        "histogram_quantile(0.95, sum by (instance, le) "
+                        "histogram_quantile(0.95, sum by (host, instance, le) "
                         f"(rate(loadlab_app_request_duration_seconds_bucket{{{inst}}}[{q.RATE}])))",
-                        "{{instance}}",
+                        "{{host}} {{instance}}",
                     ),
                 ),
                 SECONDS,
@@ -170,12 +170,13 @@ def _app_row() -> Row:
                 "App DB pool in use vs size",
                 (
                     Target(
-                        f'sum by (instance) (loadlab_app_db_pool_connections{{{inst}, state="in_use"}})',
-                        "{{instance}} in use",
+                        "sum by (host, instance) "
+                        f'(loadlab_app_db_pool_connections{{{inst}, state="in_use"}})',
+                        "{{host}} {{instance}} in use",
                     ),
                     Target(
-                        f"sum by (instance) (loadlab_app_db_pool_requests_waiting{{{inst}}})",
-                        "{{instance}} waiting",
+                        f"sum by (host, instance) (loadlab_app_db_pool_requests_waiting{{{inst}}})",
+                        "{{host}} {{instance}} waiting",
                     ),
                     Target(
                         f"max(loadlab_app_db_pool_size{{{inst}}})",

@@ -129,10 +129,16 @@ def _steps_row() -> Row:
             ),
             panels.failure_ratio("Failure ratio", "Failed share of requests per step.", width=12),
             Panel(
-                "Client sockets vs users",
-                (Target(q.established("client", by=""), "client sockets"), Target(q.users(), "users")),
+                "Client and server sockets vs users",
+                (
+                    Target(q.established("client", by=""), "client sockets"),
+                    Target(q.established("server", by=""), "server sockets"),
+                    Target(q.users(), "users"),
+                ),
                 SHORT,
-                "Sockets the generators hold open to $port; far below users means connections are capped.",
+                "Sockets the generators hold open to $port (all loadgen hosts) and those accepted on $port; "
+                "far below users means connections are capped, a gap between them that connections are lost "
+                "on the way.",
                 width=12,
             ),
             Panel(

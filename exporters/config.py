@@ -11,6 +11,8 @@ postgres: {dsn: "host=127.0.0.1 port=5433 dbname=loadlab user=loadlab_monitor pa
 redis: {url: "redis://:pw@127.0.0.1:6380/0"}                                                # optional
 nginx: {status_url: "http://127.0.0.1:8088/stub_status"}                                     # optional
 timeout: 2          # seconds one source may take per scrape (optional)
+cpu_cgroup: /sys/fs/cgroup/cpuacct/loadlab/target1   # host CPU from this cgroup, not /proc/stat (optional)
+shared_machine: true   # this host shares its machine's cores with other lab hosts (optional, default false)
 ```
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from loadlab.console import UserError
+from loadlab.inputs import finite_number, parse_url, read_text
 
 # The lab's defaults (inventory/group_vars/all.yml): what runs here when no file says otherwise.
 DEFAULT_LISTEN = "127.0.0.1:9465"
@@ -44,7 +46,17 @@ DEFAULT_PROCESS_GROUPS = {
     "prometheus": r"^/usr/bin/prometheus\s",
 }
 DEFAULT_TIMEOUT = 2.0
-_KEYS = ("listen", "ports", "process_groups", "postgres", "redis", "nginx", "timeout")
+_KEYS = (
+    "listen",
+    "ports",
+    "process_groups",
+    "postgres",
+    "redis",
+    "nginx",
+    "timeout",
+    "cpu_cgroup",
+    "shared_machine",
+)
 _SECTIONS = {"postgres": "dsn", "redis": "url", "nginx": "status_url"}
 
 
@@ -60,6 +72,8 @@ class ExporterConfig:
     redis_url: str | None = None
     nginx_status_url: str | None = None
     source_timeout: float = DEFAULT_TIMEOUT
+    cpu_cgroup: str | None = None
+    shared_machine: bool = False
 
     @property
     def listen(self) -> str:
@@ -152,37 +166,36 @@ def check_dsn(dsn: Any, where: str) -> str:
 
 def check_url(url: Any, where: str, schemes: tuple[str, ...]) -> str:
     """A URL with one of the schemes, a host (unix sockets excepted) and a valid port."""
-    if not isinstance(url, str):
-        raise UserError(f"{where}: expected a URL, got {url!r}")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in schemes:
-        raise UserError(f"{where}: {url!r} must start with {' or '.join(s + '://' for s in schemes)}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise UserError(f"{where}: {url!r} has an invalid port") from None
-    if parts.scheme != "unix" and not parts.hostname:
-        raise UserError(f"{where}: {url!r} has no host")
+    parse_url(url, where, schemes)
     return url
 
 
 def check_timeout(value: Any, where: str) -> float:
     """Seconds, more than 0 and at most 60."""
-    try:
-        seconds = float(value)
-        if isinstance(value, bool) or not 0 < seconds <= 60:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: {value!r} is not a number of seconds in (0, 60]") from None
-    return seconds
+    return finite_number(value, where, above=0, maximum=60, what="a number of seconds in (0, 60]")
+
+
+def check_cpu_cgroup(value: Any, where: str) -> str:
+    """A cgroup v1 cpuacct directory (it holds cpuacct.usage) whose processes are this host's."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise UserError(f"{where}: {value!r} is not an absolute path (e.g. /sys/fs/cgroup/cpuacct/lab/host1)")
+    if not (Path(value) / "cpuacct.usage").is_file():
+        raise UserError(f"{where}: {value} is not a cpuacct cgroup (no cpuacct.usage in it); create it first")
+    return value
+
+
+def check_bool(value: Any, where: str) -> bool:
+    """true or false, as YAML writes them."""
+    if not isinstance(value, bool):
+        raise UserError(f"{where}: {value!r} is not true or false")
+    return value
 
 
 def read_file(path: Path) -> dict[str, Any]:
     """The YAML mapping in the config file."""
+    text = read_text(path, "config")
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"config {path}: cannot read it ({exc.strerror})") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -256,4 +269,8 @@ def load_config(
         source_timeout=check_timeout(data["timeout"], at("timeout"))
         if "timeout" in data
         else DEFAULT_TIMEOUT,
+        cpu_cgroup=check_cpu_cgroup(data["cpu_cgroup"], at("cpu_cgroup")) if data.get("cpu_cgroup") else None,
+        shared_machine=check_bool(data["shared_machine"], at("shared_machine"))
+        if "shared_machine" in data
+        else False,
     )

@@ -41,23 +41,58 @@ RUNNER_STATES = (
     STATE_STOPPED,
     STATE_MISSING,
 )
-# Histogram bucket bounds in seconds. Locust keeps response times rounded to about two significant digits
-# (147 ms is stored as 150 ms), so a bound only separates what Locust itself still tells apart.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, math.inf)
+# Histogram bucket bounds. Locust keeps response times rounded (`locust.stats.bucket_response_time`: whole
+# ms below 100 ms, then 10 ms steps to 1 s, 100 ms steps to 10 s, whole seconds beyond), and its percentiles
+# are those rounded values. histogram_quantile interpolates linearly inside the bucket a quantile falls in,
+# so the bounds sit on Locust's own values and each bucket is narrow enough that any point of it is within
+# QUANTILE_TOLERANCE of any value Locust can hold there: the dashboards' p50/p95/p99 then agree with
+# Locust's within that tolerance from 1 ms to 10 s. Below 10 ms one whole millisecond is more than that, so
+# each value v gets a bucket (v - tolerance*v, v] of its own and the empty bucket below it.
+QUANTILE_TOLERANCE = 0.09
+# Beyond 10 s a few coarse bounds keep timeouts visible without many series.
+LONG_BOUNDS_MS = (15_000, 20_000, 30_000, 60_000)
+
+
+def _locust_step_ms(ms: float) -> int:
+    """The spacing of the values Locust keeps around `ms`."""
+    return 1 if ms < 100 else 10 if ms < 1_000 else 100 if ms < 10_000 else 1_000
+
+
+def bucket_bounds_ms(tolerance: float = QUANTILE_TOLERANCE) -> tuple[float, ...]:
+    """Upper bounds in ms: Locust's own values, spaced so linear interpolation stays within `tolerance`."""
+    bounds: list[float] = []
+    for v in range(1, 10):
+        bounds += [round(v * (1 - tolerance), 3), float(v)]
+    low = 10
+    bounds.append(float(low))
+    while low < 10_000:
+        # (low, high] holds the values low+step .. high; every point in it is within tolerance of each.
+        limit = min(low / (1 - tolerance), (low + _locust_step_ms(low)) * (1 + tolerance))
+        high = low + _locust_step_ms(low)
+        while high + _locust_step_ms(high) <= limit:
+            high += _locust_step_ms(high)
+        bounds.append(float(high))
+        low = high
+    return (*bounds, *map(float, LONG_BOUNDS_MS), math.inf)
+
+
+BUCKETS_MS = bucket_bounds_ms()
+# Series per endpoint of the histogram: one per bucket (+Inf included), _sum and _count.
+HISTOGRAM_SERIES = len(BUCKETS_MS) + 2
 
 log = logging.getLogger("loadlab.locust")
 
 
-def _le(bound: float) -> str:
-    return "+Inf" if math.isinf(bound) else repr(bound)
+def _le(bound_ms: float) -> str:
+    return "+Inf" if math.isinf(bound_ms) else repr(round(bound_ms / 1000, 6))
 
 
 def histogram_buckets(response_times_ms: dict[int, int]) -> list[tuple[str, int]]:
     """Cumulative (le, count) pairs from Locust's {rounded milliseconds: count} distribution."""
     ordered = sorted(response_times_ms.items())
     out, i, cumulative = [], 0, 0
-    for bound in BUCKETS:
-        while i < len(ordered) and ordered[i][0] <= bound * 1000:
+    for bound in BUCKETS_MS:
+        while i < len(ordered) and ordered[i][0] <= bound:
             cumulative += ordered[i][1]
             i += 1
         out.append((_le(bound), cumulative))
@@ -116,7 +151,7 @@ class LocustCollector:
         )
         latency = HistogramMetricFamily(
             "loadlab_locust_response_time_seconds",
-            "Response time per endpoint (Locust keeps it rounded to about two significant digits).",
+            "Response time per endpoint, in buckets on Locust's own rounded values (quantiles within 9%).",
             labels=["method", "name"],
         )
         for entry in list(stats.entries.values()):

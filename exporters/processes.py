@@ -30,6 +30,16 @@ class GroupUsage:
     rss_bytes: int = 0
     threads: int = 0
     open_fds: int = 0
+    fds_limit_ratio: float = 0.0  # the highest share of its own open-files limit one process holds
+
+
+def read_nofile_limit(text: str) -> int | None:
+    """The soft open-files limit (RLIMIT_NOFILE) from /proc/<pid>/limits text; None when unlimited."""
+    for line in text.splitlines():
+        if line.startswith("Max open files"):
+            soft = line[len("Max open files") :].split()[0]
+            return None if soft == "unlimited" else int(soft)
+    return None
 
 
 def read_stat(text: str) -> tuple[float, int, int]:
@@ -39,12 +49,23 @@ def read_stat(text: str) -> tuple[float, int, int]:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, int(fields[17]), int(fields[21]) * PAGE_SIZE
 
 
+def _pid_namespace(base: str) -> str | None:
+    """The PID namespace of /proc/<pid> (None where it cannot be read, as in recorded fixtures)."""
+    try:
+        return os.readlink(f"{base}/ns/pid")
+    except OSError:
+        return None
+
+
 def scan(
     groups: Mapping[str, re.Pattern[str]], proc_root: str | Path = "/proc", self_pid: int | None = None
 ) -> dict[str, GroupUsage]:
     """Usage per group over every process now running; groups with no process are present with zeros."""
     proc = str(proc_root)
     usage = {name: GroupUsage() for name in groups}
+    # Another PID namespace is another host (a container, a test host of this machine): its processes
+    # are not this host's, however alike their command lines.
+    own_ns = _pid_namespace(f"{proc}/self")
     for entry in os.scandir(proc):
         if not entry.name.isdigit():
             continue
@@ -60,7 +81,7 @@ def scan(
                     continue  # kernel threads and zombies
                 cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
                 group = next((name for name, rx in groups.items() if rx.search(cmdline)), None)
-                if group is None:
+                if group is None or _pid_namespace(base) != own_ns:
                     continue
             with open(f"{base}/stat") as f:
                 cpu, threads, rss = read_stat(f.read())
@@ -68,6 +89,8 @@ def scan(
                 fds = len(os.listdir(f"{base}/fd"))
             except PermissionError:
                 fds = 0
+            with open(f"{base}/limits") as f:
+                limit = read_nofile_limit(f.read())
         except (FileNotFoundError, ProcessLookupError):
             continue  # exited while we looked
         u = usage[group]
@@ -76,6 +99,8 @@ def scan(
         u.threads += threads
         u.rss_bytes += rss
         u.open_fds += fds
+        if limit:
+            u.fds_limit_ratio = max(u.fds_limit_ratio, fds / limit)
     return usage
 
 
@@ -117,6 +142,13 @@ class ProcessesCollector(Collector):
                 "loadlab_process_open_fds",
                 "Open file descriptors of the group's processes.",
                 "open_fds",
+            ),
+            (
+                GaugeMetricFamily,
+                "loadlab_process_open_fds_limit_ratio",
+                "Highest share of its own open-files limit (RLIMIT_NOFILE, soft) one process of the group "
+                "holds; 1 means it cannot open another socket or file.",
+                "fds_limit_ratio",
             ),
             # not loadlab_process_count: promtool reserves _count for histograms and summaries
             (GaugeMetricFamily, "loadlab_processes", "Processes in the group.", "count"),

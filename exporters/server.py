@@ -106,7 +106,7 @@ def build_collectors(config: ExporterConfig) -> list[SourceCollector]:
 
     collectors: list[SourceCollector] = [
         SocketsCollector(config.ports),
-        HostCollector(),
+        HostCollector(cpu_cgroup=config.cpu_cgroup, shared_machine=config.shared_machine),
         ProcessesCollector(config.process_groups),
     ]
     if config.postgres_dsn:

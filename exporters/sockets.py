@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 # Kernel TCP states (include/net/tcp_states.h), named as in the metric contract.
@@ -313,19 +313,39 @@ def read_sockstat(proc_root: str | Path = "/proc") -> list[tuple[str, str, int]]
     return rows
 
 
+def read_listen_overflows(proc_root: str | Path = "/proc") -> int | None:
+    """Times a listen queue was full when a connection completed its handshake (TcpExt ListenOverflows in
+    /proc/net/netstat, since boot, for this network namespace); None where the kernel does not count it."""
+    path = Path(proc_root) / "net" / "netstat"
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(row["ListenOverflows"]) if "ListenOverflows" in row else None
+    return None
+
+
 _shared = InetDiag()
 _shared_lock = threading.Lock()
 
 
-def count_sockets(ports: Iterable[int | str]) -> dict[tuple[str, str, str], int]:
-    """Sockets on this host now, keyed (port, state, role): the sweep samples this in-process."""
+def sample_sockets(ports: Iterable[int | str]) -> SocketCounts:
+    """Sockets on this host now, counted (with ephemeral port use): the sweep samples this in-process."""
     with _shared_lock:
         table = _shared.dump()
-    return dict(count_table(table, ports, read_port_range()).items())
+    return count_table(table, ports, read_port_range())
+
+
+def count_sockets(ports: Iterable[int | str]) -> dict[tuple[str, str, str], int]:
+    """Sockets on this host now, keyed (port, state, role)."""
+    return dict(sample_sockets(ports).items())
 
 
 class SocketsCollector(Collector):
-    """TCP sockets per port, state and role, TIME_WAIT and ephemeral port use, and /proc/net/sockstat."""
+    """TCP sockets per port, state and role, TIME_WAIT, ephemeral port use, /proc/net/sockstat and listen
+    queue overflows."""
 
     name = "sockets"
 
@@ -366,3 +386,11 @@ class SocketsCollector(Collector):
         for protocol, kind, value in read_sockstat(self.proc_root):
             sockstat.add_metric([protocol, kind], value)
         yield sockstat
+        overflows = read_listen_overflows(self.proc_root)
+        if overflows is not None:
+            yield CounterMetricFamily(
+                "loadlab_tcp_listen_overflows",
+                "Connections dropped because a listen queue (accept backlog) was full "
+                "(TcpExt ListenOverflows).",
+                value=overflows,
+            )

@@ -22,6 +22,7 @@ from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaU
 from loadlab.console import UserError
 from loadlab.dashboards import DASHBOARDS, load
 from loadlab.dashboards.builder import SWEEP_ANNOTATION_TAGS
+from loadlab.inputs import parse_url, read_text
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,13 @@ def resolve_settings(
     checkout); no such file means no credentials, and Grafana's 401 is then reported by the caller.
     """
     resolved = url or os.environ.get(URL_ENV) or inventory_url or DEFAULT_URL
+    where = "--url" if url else f"${URL_ENV}" if os.environ.get(URL_ENV) else "Grafana URL"
+    parse_url(resolved, where)
     if password_file is not None and not password_file.is_file():
         raise UserError(f"no Grafana password file at {password_file}")
     candidates = [password_file] if password_file else [PASSWORD_FILE, _CHECKOUT_PASSWORD_FILE]
     path = next((p for p in candidates if p.is_file()), None)
-    password = path.read_text().strip() if path else None
+    password = read_text(path, "Grafana password file").strip() if path else None
     return GrafanaSettings(resolved.rstrip("/"), user, password)
 
 

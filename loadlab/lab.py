@@ -47,6 +47,13 @@ DEFAULTS: dict[str, Any] = {
 """The knobs' defaults from inventory/group_vars/all.yml, for values the inventory leaves unset."""
 
 
+def _knob_range(name: str) -> tuple[int, int, str]:
+    """The values a numeric knob may take: ports are TCP ports, counts are small positive numbers."""
+    if name.endswith("_port"):
+        return 1, 65535, "a TCP port"
+    return 0, 1024, "a count"
+
+
 def _is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
@@ -73,12 +80,18 @@ class Host:
         return value
 
     def int_var(self, name: str) -> int:
-        """A numeric knob; a value that is not a number is an inventory mistake the user must fix."""
+        """A numeric knob; a value that is not a number, or out of its range, is the inventory's mistake."""
         value = self.var(name)
+        low, high, what = _knob_range(name)
         try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise UserError(f"inventory: {self.name}: {name} is {value!r}, not a number") from None
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"inventory: {self.name}: {name} is {value!r}, not a whole number") from None
+        if not low <= number <= high:
+            raise UserError(f"inventory: {self.name}: {name} is {number}, not {what} ({low}-{high})")
+        return number
 
     def int_or_none(self, name: str) -> int | None:
         """A numeric knob, or None where it is a template only a playbook run resolves."""
@@ -94,8 +107,12 @@ class Host:
         """Ports of this host's app instances (none when it is not an app host)."""
         if "app" not in self.groups:
             return []
-        base = self.int_var("app_base_port")
-        return list(range(base, base + self.int_var("app_instances")))
+        base, count = self.int_var("app_base_port"), self.int_var("app_instances")
+        if base + count - 1 > 65535:
+            raise UserError(
+                f"inventory: {self.name}: app_base_port {base} + app_instances {count} runs past port 65535"
+            )
+        return list(range(base, base + count))
 
 
 @dataclass(frozen=True)
@@ -153,7 +170,12 @@ class Lab:
             if not address or _is_template(address):
                 raise UserError(f"inventory {inventory}: host {name} has no lab_address")
             hosts[name] = Host(name, str(address), frozenset(member_of.get(name, ())), dict(hv))
-        return cls(inventory=inventory, hosts=hosts, groups=groups)
+        lab = cls(inventory=inventory, hosts=hosts, groups=groups)
+        try:
+            lab.services()  # every port and count knob in range, before any command relies on one
+        except UserError as exc:
+            raise UserError(f"{str(exc).replace('inventory:', f'inventory {inventory}:', 1)}") from None
+        return lab
 
     def group(self, name: str) -> list[Host]:
         """The hosts of one group, in inventory order."""

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   nginx redis-server postgresql prometheus prometheus-node-exporter supervisor wrk
-  iproute2 procps chromium fonts-dejavu-core python3-venv
+  iproute2 procps chromium fonts-dejavu-core python3-venv openssh-server openssh-client
 )
 missing=()
 for p in "${packages[@]}"; do

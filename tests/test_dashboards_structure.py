@@ -267,3 +267,13 @@ def test_template_variables_become_their_value_or_match_all():
 )
 def test_values_are_shown_in_the_panel_unit(value, unit, shown):
     assert format_value(value, unit) == shown
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_per_group_and_per_instance_aggregations_keep_the_host(name):
+    """Several hosts run the same process groups (app-8001 on two app hosts): grouping must keep `host`."""
+    for expr in exprs(name):
+        for clause in re.findall(r"by \(([^)]*)\)", expr):
+            labels = {label.strip() for label in clause.split(",")}
+            if labels & {"group", "instance", "port", "cpu", "device", "state", "mode", "collector"}:
+                assert "host" in labels, f"by ({clause}) merges hosts: {expr}"

@@ -87,6 +87,9 @@ BAD_FILES = [
     ("redis: {url: 'redis://127.0.0.1:port/0'}", r"redis\.url: .* has an invalid port"),
     ("nginx: {status_url: 'ftp://x/stub'}", r"nginx\.status_url: 'ftp://x/stub' must start with http://"),
     ("timeout: -1", r"timeout: -1 is not a number of seconds"),
+    ("cpu_cgroup: cpuacct/h1", r"cpu_cgroup: 'cpuacct/h1' is not an absolute path"),
+    ("cpu_cgroup: /nonexistent/cg", r"cpu_cgroup: /nonexistent/cg is not a cpuacct cgroup"),
+    ("shared_machine: maybe", r"shared_machine: 'maybe' is not true or false"),
     ("ports: [1, 2", r"not valid YAML at line"),
     ("- a\n- b", r"expected a mapping at the top level"),
 ]

@@ -81,3 +81,32 @@ def test_stat_line_with_spaces_and_parentheses_in_the_name() -> None:
     assert cpu == pytest.approx(400 / os.sysconf("SC_CLK_TCK"))
     assert threads == 7
     assert rss == 100 * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a new PID namespace needs root")
+def test_processes_of_another_pid_namespace_are_another_hosts(marker: str) -> None:
+    """A test host (or container) on this machine runs the same programs: they are not this host's."""
+    # The child sleeps in a new PID namespace; only its command line is exactly `sleep <marker-seconds>`.
+    seconds = str(300 + int(marker[-4:], 16) % 1000)
+    inside = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", seconds])
+    here = subprocess.Popen(["sleep", seconds])
+    try:
+        deadline = 50
+        while (
+            deadline
+            and len(
+                subprocess.run(
+                    ["pgrep", "-fx", f"sleep {seconds}"], capture_output=True, text=True
+                ).stdout.split()
+            )
+            < 2
+        ):
+            deadline -= 1
+            subprocess.run(["sleep", "0.1"])
+        assert deadline, "the namespaced child did not start"
+        registry = registry_of(ProcessesCollector({"sleeper": rf"^sleep {seconds}$"}))
+        assert registry.get_sample_value("loadlab_processes", {"group": "sleeper"}) == 1
+    finally:
+        for proc in (inside, here):
+            proc.kill()
+            proc.wait()

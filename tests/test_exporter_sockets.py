@@ -203,6 +203,7 @@ def test_every_state_golden_output() -> None:
     # distinct local ports inside 32768-60999 (the recorded range): 40000-40002, 50000, 50001, 50003, 32768
     assert get("loadlab_tcp_ephemeral_ports_used_ratio") == pytest.approx(7 / (60999 - 32768 + 1))
     assert get("loadlab_sockstat_sockets", {"protocol": "tcp", "kind": "tw"}) is not None
+    assert get("loadlab_tcp_listen_overflows_total") == 17  # TcpExt ListenOverflows in the recorded netstat
     assert promtool_check(text) == ""
 
 

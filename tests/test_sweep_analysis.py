@@ -128,14 +128,20 @@ def _step(users: int, **kw) -> dict:
 
 
 def test_diagnosis_generator_cpu_bound_names_the_process() -> None:
-    step = _step(20, resources={"loadgen_cpu": {"master": 0.01, "worker-1": 0.97}})
+    procs = {
+        "h1/locust-master": {"cpu": 0.01, "role": "loadgen"},
+        "h1/locust-worker-1": {"cpu": 0.97, "role": "loadgen"},
+    }
+    step = _step(20, resources={"processes": procs})
     codes, evidence = diagnose(step, [])
     assert codes == ["generator_cpu_bound"]
-    assert evidence["generator_cpu_bound"]["process"] == "worker-1"
+    assert evidence["generator_cpu_bound"]["process"] == "h1/locust-worker-1"
+    assert evidence["generator_cpu_bound"]["host"] == "h1"
 
 
 def test_diagnosis_generator_runnable_all_window_on_a_busy_host() -> None:
-    step = _step(20, resources={"loadgen_cpu": {"worker-1": 0.6}, "loadgen_runnable": {"worker-1": 0.98}})
+    procs = {"h1/locust-worker-1": {"cpu": 0.6, "runnable": 0.98, "role": "loadgen"}}
+    step = _step(20, resources={"processes": procs})
     codes, evidence = diagnose(step, [])
     assert codes == ["generator_cpu_bound"]
     assert evidence["generator_cpu_bound"]["runnable"] == 0.98
@@ -165,13 +171,107 @@ def test_diagnosis_errors_db_and_target_cpu() -> None:
         failures=40,
         target_cpu=1.9,
         resources={
-            "target_cpu": {"app-8001": 0.95, "nginx": 0.2},
-            "host_cores": 2,
-            "pg_connections": 98,
-            "pg_max_connections": 100,
+            "processes": {
+                "h1/app-8001": {"cpu": 0.95, "role": "target"},
+                "h1/nginx": {"cpu": 0.2, "role": "target"},
+            },
+            "hosts": {"h1": {"cores": 2}},
+            "postgres": {"h1": {"connections": 98, "max_connections": 100}},
         },
     )
     codes, _ = diagnose(step, [])
     assert codes == ["target_cpu_bound", "db_connections_saturated", "errors"]
-    pool = _step(10, resources={"db_pool": {"127.0.0.1:8001": {"in_use_avg": 4.9, "size": 5}}})
+    pool = _step(10, resources={"db_pool": {"h1/app-8001": {"in_use_avg": 4.9, "size": 5}}})
     assert diagnose(pool, [])[0] == ["db_connections_saturated"]
+
+
+def _one_host_lab(host_cpu: float, **host: object) -> dict:
+    """The issue's one-host lab at 10 users of MaxRpsUser: no process near a full core."""
+    return {
+        "hosts": {"lab1": {"cpu": host_cpu, "cores": 2, "cpu_from": "machine", **host}},
+        "processes": {
+            "lab1/app-8001": {"cpu": 0.36, "role": "target"},
+            "lab1/app-8002": {"cpu": 0.35, "role": "target"},
+            "lab1/app-8003": {"cpu": 0.35, "role": "target"},
+            "lab1/nginx": {"cpu": 0.17, "role": "target"},
+            "lab1/locust-worker-1": {"cpu": 0.33, "role": "loadgen"},
+            "lab1/locust-worker-2": {"cpu": 0.32, "role": "loadgen"},
+            "lab1/postgres": {"cpu": 0.05, "role": "data"},
+        },
+    }
+
+
+def test_a_full_host_is_host_cpu_saturated_with_each_groups_share() -> None:
+    earlier = [_step(5, rps=900.0, p50_ms=4, p95_ms=6)]
+    step = _step(10, index=1, rps=1000.0, p50_ms=8, p95_ms=12, resources=_one_host_lab(0.985))
+    codes, evidence = diagnose(step, earlier)
+    # not `ok`, and not `target_saturated`: the generator shared the full host with the target
+    assert codes == ["host_cpu_saturated"]
+    found = evidence["host_cpu_saturated"]
+    assert found["host"] == "lab1" and found["host_cpu"] == 0.985 and found["cores"] == 2
+    groups = found["groups"]
+    assert groups["target"]["cpu"] == pytest.approx(1.23) and groups["generator"]["cpu"] == pytest.approx(
+        0.65
+    )
+    assert groups["data"]["cpu"] == pytest.approx(0.05)
+    assert sum(g["cpu"] for g in groups.values()) == pytest.approx(0.985 * 2, abs=0.01)
+    # Below the line nothing fires; a process at a full core is named by its own check instead.
+    assert diagnose(_step(10, resources=_one_host_lab(0.6)), [])[0] == ["ok"]
+    busy = _one_host_lab(0.99)
+    busy["processes"]["lab1/locust-worker-1"]["cpu"] = 0.97
+    assert diagnose(_step(10, resources=busy), [])[0] == ["generator_cpu_bound"]
+
+
+def test_host_cpu_saturated_on_hosts_sharing_one_machine_names_the_machine() -> None:
+    res = {
+        "hosts": {
+            h: {"cpu": share, "cores": 2, "cpu_from": "cgroup", "shared_machine": True}
+            for h, share in (("target1", 0.55), ("loadgen1", 0.25), ("data1", 0.15))
+        },
+        "processes": {
+            "target1/app-8001": {"cpu": 0.8, "role": "target"},
+            "target1/nginx": {"cpu": 0.3, "role": "target"},
+            "loadgen1/locust-worker-1": {"cpu": 0.5, "role": "loadgen"},
+            "data1/postgres": {"cpu": 0.3, "role": "data"},
+        },
+    }
+    codes, evidence = diagnose(_step(10, resources=res), [])
+    assert codes == ["host_cpu_saturated"]
+    found = evidence["host_cpu_saturated"]
+    assert found["shared_machine"] is True and found["hosts"] == ["data1", "loadgen1", "target1"]
+    assert found["host"].startswith("shared machine") and found["host_cpu"] == pytest.approx(0.95)
+
+
+def test_generator_limits_are_named() -> None:
+    res = {
+        "processes": {"lg/locust-worker-1": {"cpu": 0.3, "role": "loadgen", "fds_limit_ratio": 1.0}},
+        "tcp": {"lg": {"ephemeral_ports_used_ratio": 0.99, "time_wait": 27000, "listen_overflows": 0}},
+    }
+    codes, evidence = diagnose(_step(10, resources=res), [])
+    assert codes == ["ephemeral_ports_exhausted", "fds_exhausted"]
+    assert evidence["fds_exhausted"]["process"] == "lg/locust-worker-1"
+    assert evidence["ephemeral_ports_exhausted"]["host"] == "lg"
+    res = {"tcp": {"t1": {"ephemeral_ports_used_ratio": 0.01, "listen_overflows": 12}}}
+    codes, evidence = diagnose(_step(10, resources=res), [])
+    assert codes == ["listen_queue_overflow"] and evidence["listen_queue_overflow"]["host"] == "t1"
+
+
+def test_no_knee_is_said_and_the_next_counts_suggested() -> None:
+    """The issue's `make lab` run: nothing saturated, so nothing is recommended but where to look next."""
+    steps = closed_loop_curve([5, 10, 20], slots=100, hold_ms=4)
+    rec = analysis.recommendation(steps, analysis.knee(steps)["users"])
+    assert rec["users"] is None and rec["next_users"] == [40, 80]
+    assert rec["text"].startswith("no knee found") and "try 40 and 80 users next" in rec["text"]
+
+
+def test_steps_with_errors_or_failed_thresholds_are_never_recommended() -> None:
+    steps = closed_loop_curve([5, 10, 20, 40], slots=100, hold_ms=4)
+    steps[2]["fail_ratio"] = 0.024
+    steps[3]["fail_ratio"] = 0.04
+    rec = analysis.recommendation(steps, analysis.knee(steps)["users"])
+    assert rec["users"] == 10 and "20 users had errors (fail 2.4%)" in rec["text"]
+    checks = [{"expr": "p99<5ms", "failed_steps": [{"users": 10}, {"users": 20}, {"users": 40}]}]
+    rec = analysis.recommendation(steps, analysis.knee(steps)["users"], checks=checks)
+    assert rec["users"] == 5 and "failed p99<5ms" in rec["text"]
+    steps[0]["fail_ratio"] = 0.5
+    assert analysis.recommendation(steps, None)["users"] is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,7 +130,15 @@ def test_each_step_has_window_figures_and_resources(capacity_run: dict) -> None:
         assert step["fail_ratio"] == 0.0
         # Each closed-loop user keeps its own keep-alive socket.
         assert step["client_sockets"] == step["users"]
-        assert set(step["resources"]["loadgen_cpu"]) == {"master", "worker-1", "worker-2"}
+        # Every process keyed with this machine's name in the lab; Locust's CPU is the total of its processes.
+        names = {n for n, p in step["resources"]["processes"].items() if p["role"] == "loadgen"}
+        here = {n.split("/")[0] for n in names}
+        assert len(here) == 1 and here <= {socket.gethostname(), "localhost"}, names
+        assert {n.split("/")[1] for n in names} == {"locust-master", "locust-worker-1", "locust-worker-2"}
+        assert step["loadgen_cpu"] >= step["loadgen_cpu_busiest"]["cpu"] > 0
+        assert step["loadgen_cpu_busiest"]["process"] in names
+        # The target is on this machine: its end of every client socket is counted too.
+        assert step["server_sockets"] == step["client_sockets"]
         assert step["endpoints"][0]["name"] == "/"
         # A window holds only its own requests: users x window / hold at most.
         assert step["requests"] <= min(step["users"], SLOTS) * step["window_s"] / HOLD * 1.05
@@ -211,7 +220,8 @@ def test_one_worker_against_fast_nginx_is_generator_cpu_bound(nginx_stub, tmp_pa
     step = summary_of(out)["steps"][0]
     assert "generator_cpu_bound" in step["diagnosis"]
     evidence = step["diagnosis_evidence"]["generator_cpu_bound"]
-    assert evidence["process"] == "worker-1"
+    assert evidence["process"].endswith("/locust-worker-1")
+    assert evidence["host"] == evidence["process"].split("/")[0]
     assert "target_saturated" not in step["diagnosis"]
 
 
@@ -244,7 +254,13 @@ def test_lab_mode_drives_the_inventorys_master_and_nginx(capacity_target: Target
         assert code == 0, output
         summary = summary_of(out)
         assert [s["client_sockets"] for s in summary["steps"]] == [2, 4]
-        assert set(summary["steps"][0]["resources"]["loadgen_cpu"]) == {"master", "worker-1"}
+        # The inventory names this machine `localhost`: the sampled processes carry that name.
+        processes = summary["steps"][0]["resources"]["processes"]
+        assert {n for n, p in processes.items() if p["role"] == "loadgen"} == {
+            "localhost/locust-master",
+            "localhost/locust-worker-1",
+        }
+        assert summary["steps"][0]["resources"]["hosts"]["localhost"]["cores"] == psutil.cpu_count()
         run = json.loads((out / "run.json").read_text())
         assert run["mode"] == "lab" and run["target"] == capacity_target.url
         assert web.answers() and web.stats()["state"] == "stopped"

@@ -6,6 +6,7 @@ import importlib
 
 import click
 
+from loadlab.cli.usage import OneLineGroup
 from loadlab.console import UserError, fail
 
 # name -> module holding a click command of that name
@@ -15,10 +16,11 @@ _COMMANDS = {
     "sweep": "loadlab.cli.sweep",
     "report": "loadlab.cli.report",
     "grafana": "loadlab.cli.grafana",
+    "collect": "loadlab.cli.collect",
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(OneLineGroup):
     """Imports a subcommand only when it runs, so `loadlab status` does not pay for matplotlib."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

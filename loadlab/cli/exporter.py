@@ -9,10 +9,11 @@ from pathlib import Path
 
 import click
 
+from loadlab.cli.usage import OneLineCommand
 from loadlab.exporters.config import load_config
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path), help="YAML file the exporter role writes."
 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from loadlab.cli.usage import OneLineGroup
 from loadlab.console import console
 from loadlab.grafana import (
     DEFAULT_URL,
@@ -15,9 +17,10 @@ from loadlab.grafana import (
     resolve_settings,
     sync_dashboards,
 )
+from loadlab.inputs import parse_url
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 def grafana() -> None:
     """Work with the lab's Grafana (dashboards are provisioned by the grafana role; this pushes edits)."""
 
@@ -34,6 +37,11 @@ def grafana() -> None:
 @click.option("--dashboard", "names", multiple=True, help="Only this dashboard (repeatable), e.g. sweep.")
 def sync(url: str | None, password_file: Path | None, user: str, folder: str, names: tuple[str, ...]) -> None:
     """Push dashboards/json/*.json through Grafana's HTTP API, overwriting what is there."""
+    if (
+        url is not None
+        and click.get_current_context().get_parameter_source("url") is ParameterSource.ENVIRONMENT
+    ):
+        parse_url(url, f"${URL_ENV}")
     settings = resolve_settings(url, password_file, user)
     models = dashboard_models(names)
     with console.status(f"pushing {len(models)} dashboards to {settings.url}", spinner="dots"):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from loadlab.cli.sweep import OneLineCommand
-from loadlab.console import console
+from loadlab.cli.usage import OneLineCommand
+from loadlab.console import UserError, console
 
 
 @click.command(cls=OneLineCommand)
@@ -19,5 +19,9 @@ def report(run_dir: str, panels: bool) -> None:
     """Write RUN_DIR/report.html with throughput, CPU and socket plots and the capacity table."""
     from loadlab.sweep.report import write_report
 
-    path = write_report(Path(run_dir), panels=panels)
+    try:
+        path = write_report(Path(run_dir), panels=panels)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise UserError(f"cannot write the report into {run_dir}:{where} {exc.strerror or exc}") from None
     console.print(f"report: {path}", markup=False)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +13,10 @@ import click
 import httpx
 from rich.table import Table
 
+from loadlab.cli.usage import OneLineCommand
 from loadlab.console import UserError, console
-from loadlab.lab import Host, Lab, Service, ansible_tool, project_dir
+from loadlab.lab import Lab, Service
+from loadlab.remote import TIMED_OUT, Endpoint, HostUnreachable, Remote, RemoteHosts
 
 TIMEOUT = 3.0
 """Seconds one check may take: a service slower than this to answer a health probe is not healthy."""
@@ -35,85 +34,54 @@ class Health:
 Programs = Mapping[str, str] | str
 
 
-def supervisor_programs(lab: Lab, host: Host) -> Programs:
-    """The lab supervisord's programs on a host: directly here, through Ansible on other hosts."""
-    conf = f"{host.var('loadlab_etc_dir')}/supervisord.conf"
-    if host.local:
-        try:
-            cmd = ["supervisorctl", "-c", conf, "status"]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
-        except FileNotFoundError:
-            return "supervisorctl is not installed"
-        except subprocess.TimeoutExpired:
-            return "supervisorctl did not answer"
-        stdout = out.stdout
-    else:
-        stdout = _remote_supervisor_status(lab, host, conf)
-        if stdout is None:
-            return "not reachable through Ansible"
-    return _parse_supervisor_status(stdout)
+def supervisor_programs(remote: Remote) -> Programs:
+    """The lab supervisord's programs on a host: run here for this machine, over SSH for the others."""
+    conf = f"{remote.host.var('loadlab_etc_dir')}/supervisord.conf"
+    try:
+        out = remote.run(f"supervisorctl -c {conf} status", timeout=15)
+    except HostUnreachable as exc:
+        return str(exc)
+    if out.exit_code == TIMED_OUT:
+        return "supervisorctl did not answer"
+    if out.exit_code == 127:
+        return "supervisorctl is not installed"
+    return _parse_supervisor_status(out.stdout, out.stderr)
 
 
-def _parse_supervisor_status(stdout: str) -> Programs:
+def _parse_supervisor_status(stdout: str, stderr: str = "") -> Programs:
     programs: dict[str, str] = {}
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) >= 2 and not line.startswith(("unix://", "Error", "error")):
+        if len(parts) >= 2 and not line.startswith(("unix://", "Error", "error", "For help")):
             programs[parts[0]] = parts[1]
     if not programs:
-        first = stdout.strip().splitlines()[0] if stdout.strip() else "no programs"
+        said = [ln.strip() for ln in (stdout + "\n" + stderr).splitlines() if ln.strip()]
+        first = next(
+            (ln for ln in said if ln.lower().startswith("error")), said[0] if said else "no programs"
+        )
         return "supervisord is not running" if "no such file" in first or "refused" in first else first
     return programs
 
 
-def _remote_supervisor_status(lab: Lab, host: Host, conf: str) -> str | None:
-    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-    try:
-        out = subprocess.run(
-            [
-                ansible_tool("ansible"),
-                host.name,
-                "-i",
-                str(lab.inventory.resolve()),
-                "-m",
-                "ansible.builtin.command",
-                "-a",
-                f"supervisorctl -c {conf} status",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=env,
-            cwd=project_dir(lab.inventory),
-        )
-        result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"][host.name]
-    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, IndexError, UserError):
-        return None
-    if result.get("unreachable"):
-        return None
-    return result.get("stdout", "")
-
-
 def _http(url: str) -> httpx.Response:
-    return httpx.get(url, timeout=TIMEOUT)
+    return httpx.get(url, timeout=TIMEOUT, trust_env=False)  # lab addresses never go through a proxy
 
 
-def _check_nginx(service: Service, lab: Lab) -> Health:
-    response = _http(f"http://{service.address}/health")
+def _check_nginx(service: Service, lab: Lab, at: Endpoint) -> Health:
+    response = _http(f"{at.url}/health")
     upstream = response.headers.get("x-upstream", "?")
     return Health(response.status_code == 200, f"{response.status_code} via {upstream}")
 
 
-def _check_nginx_status(service: Service, lab: Lab) -> Health:
-    response = _http(f"http://{service.address}/stub_status")
+def _check_nginx_status(service: Service, lab: Lab, at: Endpoint) -> Health:
+    response = _http(f"{at.url}/stub_status")
     match = re.search(r"Active connections:\s*(\d+)", response.text)
     active = f", {match.group(1)} active" if match else ""
     return Health(response.status_code == 200 and match is not None, f"{response.status_code}{active}")
 
 
-def _check_app(service: Service, lab: Lab) -> Health:
-    response = _http(f"http://{service.address}/health")
+def _check_app(service: Service, lab: Lab, at: Endpoint) -> Health:
+    response = _http(f"{at.url}/health")
     try:
         body = response.json()
     except ValueError:
@@ -123,13 +91,13 @@ def _check_app(service: Service, lab: Lab) -> Health:
     return Health(ok, f"{response.status_code}" + (f", {', '.join(parts)}" if parts else ""))
 
 
-def _check_postgres(service: Service, lab: Lab) -> Health:
+def _check_postgres(service: Service, lab: Lab, at: Endpoint) -> Health:
     import psycopg
 
     host = service.host
     with psycopg.connect(
-        host=host.address,
-        port=service.port,
+        host=at.host,
+        port=at.port,
         dbname=host.var("postgres_db"),
         user=host.var("postgres_monitor_user"),
         password=lab.secret("postgres_monitor"),
@@ -141,12 +109,12 @@ def _check_postgres(service: Service, lab: Lab) -> Health:
     return Health(True, f"{used}/{limit} connections")
 
 
-def _check_redis(service: Service, lab: Lab) -> Health:
+def _check_redis(service: Service, lab: Lab, at: Endpoint) -> Health:
     import redis
 
     client = redis.Redis(
-        host=service.host.address,
-        port=service.port or 0,
+        host=at.host,
+        port=at.port,
         password=lab.secret("redis"),
         socket_timeout=TIMEOUT,
         socket_connect_timeout=TIMEOUT,
@@ -159,8 +127,8 @@ def _check_redis(service: Service, lab: Lab) -> Health:
     return Health(bool(pong), f"PING ok, {clients} clients")
 
 
-def _check_locust_web(service: Service, lab: Lab, expected_workers: int | None) -> Health:
-    response = _http(f"http://{service.address}/stats/requests")
+def _check_locust_web(service: Service, lab: Lab, at: Endpoint, expected_workers: int | None) -> Health:
+    response = _http(f"{at.url}/stats/requests")
     body = response.json() if response.status_code == 200 else {}
     workers = int(body.get("worker_count", 0))
     state = body.get("state", "?")
@@ -170,20 +138,18 @@ def _check_locust_web(service: Service, lab: Lab, expected_workers: int | None) 
     return Health(ok, f"{state}, {workers}/{expected_workers} workers")
 
 
-def _check_metrics(service: Service, lab: Lab) -> Health:
-    response = _http(f"http://{service.address}/metrics")
+def _check_metrics(service: Service, lab: Lab, at: Endpoint) -> Health:
+    response = _http(f"{at.url}/metrics")
     down = sorted(set(re.findall(r"^loadlab_(\w+)_up(?:\{[^}]*\})? 0(?:\.0)?$", response.text, re.M)))
     detail = f"{response.status_code}" + (f", sources down: {', '.join(down)}" if down else "")
     return Health(response.status_code == 200, detail)
 
 
-def _check_prometheus(service: Service, lab: Lab) -> Health:
-    ready = _http(f"http://{service.address}/-/ready")
+def _check_prometheus(service: Service, lab: Lab, at: Endpoint) -> Health:
+    ready = _http(f"{at.url}/-/ready")
     detail = f"{ready.status_code}"
     if ready.status_code == 200:
-        targets = _http(f"http://{service.address}/api/v1/targets?state=active").json()["data"][
-            "activeTargets"
-        ]
+        targets = _http(f"{at.url}/api/v1/targets?state=active").json()["data"]["activeTargets"]
         up = sum(1 for t in targets if t.get("health") == "up")
         detail += f", {up}/{len(targets)} targets up"
     return Health(ready.status_code == 200, detail)
@@ -198,14 +164,7 @@ def _check_supervisor(programs: Programs) -> Health:
     return Health(True, f"{len(programs)} programs running")
 
 
-def _program_state(programs: Programs, name: str) -> Health:
-    if isinstance(programs, str):
-        return Health(False, f"loopback only on its host; supervisor: {programs}")
-    state = programs.get(name, "not configured")
-    return Health(state == "RUNNING", f"loopback only on its host; supervisor: {state}")
-
-
-_CHECKS: dict[str, Callable[[Service, Lab], Health]] = {
+_CHECKS: dict[str, Callable[[Service, Lab, Endpoint], Health]] = {
     "nginx": _check_nginx,
     "nginx_status": _check_nginx_status,
     "app": _check_app,
@@ -215,31 +174,39 @@ _CHECKS: dict[str, Callable[[Service, Lab], Health]] = {
     "exporter": _check_metrics,
     "prometheus": _check_prometheus,
 }
-_PROGRAM_OF_KIND = {"nginx_status": "nginx", "locust_web": "locust-master"}
 
 
 def check_lab(lab: Lab) -> list[tuple[Service, Health]]:
-    """Check every service at once (each check is I/O); one failing check never hides the others."""
+    """Check every service at once (each check is I/O); one failing check never hides the others.
+
+    A service bound to another host's loopback (the Locust master's web API, nginx's stub_status) is
+    checked through an SSH forward to that host; the others directly where this machine reaches them.
+    """
     services = lab.services()
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with RemoteHosts(lab) as remotes, ThreadPoolExecutor(max_workers=16) as pool:
         hosts = list(lab.hosts.values())
-        programs = dict(zip(lab.hosts, pool.map(lambda h: supervisor_programs(lab, h), hosts), strict=True))
+        programs = dict(
+            zip(lab.hosts, pool.map(lambda h: supervisor_programs(remotes[h]), hosts), strict=True)
+        )
         expected_workers = _expected_workers(lab, programs)
 
         def check(service: Service) -> Health:
-            host_programs = programs[service.host.name]
             if service.kind == "supervisor":
-                return _check_supervisor(host_programs)
-            if service.loopback_only and not service.host.local:
-                return _program_state(host_programs, _PROGRAM_OF_KIND.get(service.kind, service.name))
+                return _check_supervisor(programs[service.host.name])
+            address, _, port = service.address.rpartition(":")
             try:
-                if service.kind == "locust_web":
-                    return _check_locust_web(service, lab, expected_workers)
-                return _CHECKS[service.kind](service, lab)
-            except UserError as exc:
+                # PostgreSQL admits the lab's hosts only, so it is asked from its own host.
+                from_host = service.kind == "postgres"
+                with remotes[service.host].reach(address, int(port), from_host=from_host) as at:
+                    if service.kind == "locust_web":
+                        health = _check_locust_web(service, lab, at, expected_workers)
+                    else:
+                        health = _CHECKS[service.kind](service, lab, at)
+            except UserError as exc:  # HostUnreachable included
                 return Health(False, str(exc))
             except Exception as exc:  # noqa: BLE001 - any failure to answer is what the row reports
                 return Health(False, _reason(exc))
+            return Health(health.healthy, f"{health.detail} (through SSH)") if at.forwarded else health
 
         return list(zip(services, pool.map(check, services), strict=True))
 
@@ -274,7 +241,7 @@ def render(results: list[tuple[Service, Health]]) -> Table:
     return table
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.option(
     "-i",
     "--inventory",

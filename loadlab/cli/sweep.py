@@ -10,53 +10,64 @@ from typing import Any
 
 import click
 
+from loadlab.cli.usage import OneLineCommand
 from loadlab.console import UserError, console, err_console
+from loadlab.inputs import finite_number, parse_url
 from loadlab.sweep.spec import SweepSpec, load_spec, parse_duration, parse_users
 
-
-class OneLineCommand(click.Command):
-    """A bad flag is one line and exit 2, like every other user error (no usage block)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise UserError(f"{ctx.command_path}: {exc.format_message()}") from None
-
+WORKERS_PER_CORE = 4  # beyond this, workers fight over the cores and the generator measures itself
 
 _SHAPING = ("users", "step_time", "warmup", "spawn_rate", "out", "threshold", "spec", "host", "locustfile",
             "workers", "user_classes", "name")  # fmt: skip
 
 
 def _build_spec(opts: dict[str, Any]) -> SweepSpec:
+    """The spec file (if any) with the flags over it; a bad value given as a flag is named as that flag."""
+    try:
+        return _merge_spec(opts)
+    except UserError as exc:
+        field, sep, rest = str(exc).partition(":")
+        if sep and field in _SHAPING and opts.get(field) is not None:
+            raise UserError(f"--{field.replace('_', '-')}:{rest}") from None
+        raise
+
+
+def _merge_spec(opts: dict[str, Any]) -> SweepSpec:
     """The spec file (if any) with the flags over it; flags' thresholds add to the file's."""
     if opts["spec"]:
         path = Path(opts["spec"])
         if not path.is_file():
             raise UserError(f"--spec {path}: no such file (the shipped specs are in scripts/sweeps/)")
         spec = load_spec(path)
-    elif opts["users"]:
+    elif opts["users"] is not None:
         spec = SweepSpec(name="sweep", users=[1])
     else:
         raise UserError("give the steps: --users 10,20,40 or --spec scripts/sweeps/NAME.yml")
-    if opts["users"]:
+    if opts["users"] is not None:
         spec.users = parse_users(opts["users"])
-    if opts["step_time"]:
+    if opts["step_time"] is not None:
         spec.step_time = parse_duration(opts["step_time"], "--step-time")
-    if opts["warmup"]:
+    if opts["warmup"] is not None:
         spec.warmup = parse_duration(opts["warmup"], "--warmup")
-    if opts["spawn_rate"]:
-        try:
-            spec.spawn_rate = float(opts["spawn_rate"])
-        except ValueError:
-            raise UserError(f"--spawn-rate: expected users per second, got {opts['spawn_rate']!r}") from None
-    if opts["user_classes"]:
-        spec.user_classes = [c.strip() for c in opts["user_classes"].split(",") if c.strip()]
-    if opts["name"]:
+    if opts["spawn_rate"] is not None:
+        spec.spawn_rate = finite_number(
+            opts["spawn_rate"], "--spawn-rate", above=0, what="users per second, e.g. 10"
+        )
+    if opts["user_classes"] is not None:
+        classes = [c.strip() for c in opts["user_classes"].split(",")]
+        if not all(classes):
+            raise UserError(f"--user-classes: {opts['user_classes']!r} holds an empty class name")
+        spec.user_classes = classes
+    if opts["name"] is not None:
+        if not opts["name"].strip():
+            raise UserError("--name: empty; give letters, digits, '.', '_' or '-'")
         spec.name = opts["name"]
-    if opts["host"]:
+    if opts["host"] is not None:
+        parse_url(opts["host"], "--host")
         spec.target = opts["host"]
-    if opts["locustfile"]:
+    if opts["locustfile"] is not None:
+        if not opts["locustfile"].strip():
+            raise UserError("-f: empty; give a locustfile, e.g. locustfiles/simple.py")
         spec.locustfile = opts["locustfile"]
     if opts["workers"] is not None:
         spec.workers = opts["workers"]
@@ -75,9 +86,7 @@ def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
             raise UserError(
                 "--host needs -f LOCUSTFILE: a standalone sweep starts its own Locust with those users"
             )
-        for part in spec.locustfile.split(","):
-            if not Path(part).is_file():
-                raise UserError(f"-f {part}: no such locustfile")
+        check_locustfiles(spec.locustfile, "-f")
     else:
         if opts["locustfile"]:
             raise UserError(
@@ -88,7 +97,7 @@ def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
                 "--workers is for standalone sweeps (with --host); the lab's workers are already up"
             )
     inventory = opts["inventory"]
-    if inventory and not Path(inventory).exists():
+    if inventory is not None and not Path(inventory).exists():
         raise UserError(f"-i {inventory}: no such inventory")
     need_lab = not standalone or not opts["allow_any_host"]
     lab = read_lab(inventory) if need_lab else LabView(inventory=inventory)
@@ -103,13 +112,15 @@ def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
                 f"refusing to load {host}: it is not the lab's nginx in the inventory ({named}); "
                 "pass --allow-any-host to load it anyway"
             )
-        workers = spec.workers or os.cpu_count() or 1
+        workers = check_workers(spec.workers or os.cpu_count() or 1, opts["allow_many_workers"])
     else:
         if lab.nginx_url is None:
             raise UserError(lab.error or "no lab target: the inventory names no nginx host (lb group)")
         host = lab.nginx_url
         workers = None
     name = spec.name
+    if opts["out"] is not None and not opts["out"].strip():
+        raise UserError("--out: empty; give a folder for the run, e.g. results/mine")
     out = Path(opts["out"]) if opts["out"] else Path("results") / f"{datetime.now():%Y%m%d-%H%M%S}-{name}"
     return SweepPlan(
         spec=spec,
@@ -154,13 +165,19 @@ def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, Run
         raise UserError(f"--resume takes every setting from {path}/run.json; drop {', '.join(given)}")
     run_dir = RunDir(path)
     run = run_dir.read_run()
-    try:
-        spec = SweepSpec(**run["spec"]).validate()
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"{path}/run.json: unreadable spec ({exc})") from None
-    steps = run_dir.read_steps(repair=True)
+    spec = run_dir.read_spec(run)
+    scan = run_dir.scan_steps(spec.users)
     inventory = opts["inventory"] or (run.get("inventory") or {}).get("path")
+    if inventory is not None and not isinstance(inventory, str):
+        raise UserError(f"run record {path}/run.json: inventory path is {inventory!r}; pass -i INVENTORY")
     standalone = run.get("mode") == "standalone"
+    if standalone and scan.pending(len(spec.users)):
+        if not run.get("locustfile") or not run.get("target"):
+            raise UserError(f"run record {path}/run.json: a standalone run without target or locustfile")
+        parse_url(run["target"], f"run record {path}/run.json: target")
+        check_locustfiles(run["locustfile"], "the run's locustfile")
+        check_workers(run.get("workers") or os.cpu_count() or 1, opts["allow_many_workers"])
+    run_dir.check_writable("--resume")
     lab = (
         read_lab(inventory)
         if (not standalone or not run.get("allow_any_host"))
@@ -182,7 +199,34 @@ def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, Run
         allow_any_host=bool(run.get("allow_any_host")),
         command=run.get("command", []),
     )
-    return plan, run_dir, steps, run
+    return plan, run_dir, scan, run
+
+
+def check_locustfiles(locustfiles: str, flag: str) -> None:
+    """Each locustfile exists and compiles: a typo is found before a run folder or Locust exists."""
+    from loadlab.inputs import read_text
+
+    for part in locustfiles.split(","):
+        path = Path(part)
+        if not path.is_file():
+            raise UserError(f"{flag} {part}: no such locustfile")
+        try:
+            compile(read_text(path, "locustfile"), str(path), "exec")
+        except SyntaxError as exc:
+            raise UserError(f"{flag} {part}: line {exc.lineno}: {exc.msg}; fix the locustfile") from None
+        except ValueError as exc:
+            raise UserError(f"{flag} {part}: not Python source ({exc})") from None
+
+
+def check_workers(workers: int, allow_many: bool) -> int:
+    """At most four workers per core of this machine, unless the user says they mean more."""
+    limit = WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if workers > limit and not allow_many:
+        raise UserError(
+            f"--workers {workers}: more than {limit} ({WORKERS_PER_CORE} per core here); "
+            "pass --allow-many-workers to run them anyway"
+        )
+    return workers
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -226,6 +270,11 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     "--workers", type=int, help="Locust workers of a standalone sweep (default: this machine's cores)."
 )
 @click.option("--allow-any-host", is_flag=True, help="Allow a target that is not the inventory's nginx.")
+@click.option(
+    "--allow-many-workers",
+    is_flag=True,
+    help=f"Allow more than {WORKERS_PER_CORE} workers per core of this machine.",
+)
 @click.option("-i", "--inventory", help="Ansible inventory (default inventory/local.yml).")
 @click.option(
     "--user-classes",
@@ -242,9 +291,11 @@ def sweep(**opts: Any) -> None:
     from loadlab.sweep.results import RunDir
     from loadlab.sweep.runner import SweepRunner, check_reachable
 
-    if opts["resume"]:
-        plan, run_dir, steps, run = _plan_from_run(Path(opts["resume"]), opts)
-        if len(steps) >= len(plan.spec.users):
+    scan = None
+    if opts["resume"] is not None:
+        plan, run_dir, scan, run = _plan_from_run(Path(opts["resume"]), opts)
+        steps = scan.steps
+        if not scan.pending(len(plan.spec.users)):
             console.print(
                 f"{run_dir.path}: every step already finished; refreshing the summary", markup=False
             )
@@ -252,14 +303,24 @@ def sweep(**opts: Any) -> None:
     else:
         plan = _plan_from_flags(opts)
         run_dir = RunDir(plan.out)
+        run_dir.check_fresh()
         steps = []
         run = None
     remaining = len(plan.spec.users) - len(steps)
     if remaining > 0:
         check_reachable(plan.host)
+    # Every check passed: only now is anything in the run folder written.
     if run is None:
         run_dir.create()
         run = plan.run_record()
+    if scan is not None and scan.damaged:
+        run_dir.set_aside(scan)
+        run["resumes"][-1]["set_aside"] = [{"line": n, "why": why} for n, _line, why in scan.damaged]
+        console.print(
+            f"{len(scan.damaged)} damaged line(s) of steps.jsonl moved to steps.damaged.jsonl; "
+            "their steps are measured again",
+            markup=False,
+        )
     run_dir.write_run(run)
     runner = SweepRunner(plan, run_dir, steps)
     if remaining > 0:

@@ -16,6 +16,8 @@ PROPORTIONAL_SHARE = 0.5
 # Latency "climbs" when p50 or p95 rises by this ratio and by at least LATENCY_RISE_MIN_MS.
 LATENCY_RISE_RATIO = 1.2
 LATENCY_RISE_MIN_MS = 2.0
+# The failure ratio above which a step is diagnosed `errors`, and never recommended.
+ERROR_RATIO = 0.01
 # The USL fit needs at least this many distinct user counts (three parameters, one degree of freedom).
 USL_MIN_POINTS = 4
 
@@ -147,40 +149,76 @@ def _nice_ceiling(ms: float) -> int:
     return int(math.ceil(ms))
 
 
+def _why_not(p: dict[str, Any], failed: dict[int, list[str]], p95_limit_ms: float | None) -> str | None:
+    """Why a step cannot be recommended (it had errors, failed a threshold, broke the p95 gate), or None."""
+    ratio = p.get("fail_ratio") or 0.0
+    if ratio >= ERROR_RATIO or "errors" in (p.get("diagnosis") or ()):
+        return f"had errors (fail {ratio:.1%})"
+    if failed.get(p["users"]):
+        return f"failed {', '.join(failed[p['users']])}"
+    if p95_limit_ms is not None and (p.get("p95_ms") is None or p["p95_ms"] >= p95_limit_ms):
+        return f"had p95 {p.get('p95_ms')} ms"
+    return None
+
+
+def next_user_counts(points: Sequence[dict[str, Any]]) -> list[int]:
+    """Where to look for a knee the sweep did not reach: two more steps, doubling from the largest."""
+    top = int(points[-1]["users"])
+    return [2 * top, 4 * top]
+
+
 def recommendation(
-    steps: Sequence[dict[str, Any]], knee_users: int | None, p95_limit_ms: float | None = None
+    steps: Sequence[dict[str, Any]],
+    knee_users: int | None,
+    p95_limit_ms: float | None = None,
+    checks: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any] | None:
-    """'stay at or below N users for p95 under X ms': from the p95 gate if one was given, else the knee."""
+    """'stay at or below N users for p95 under X ms' only from what was measured: the last healthy step
+    (no errors, every threshold held, under the p95 gate) below the first unhealthy one, never past the knee;
+    without a knee or an unhealthy step the sweep found no limit, and says where to look next."""
     points = curve(steps)
     if not points:
         return None
+    failed: dict[int, list[str]] = {}
+    for check in checks:
+        for f in check.get("failed_steps") or ():
+            failed.setdefault(int(f["users"]), []).append(check["expr"])
+    good, bad, reason = None, None, None
+    for p in points:  # ascending users: the run of healthy steps from the bottom
+        reason = _why_not(p, failed, p95_limit_ms)
+        if reason is not None:
+            bad = p
+            break
+        good = p
+    if good is None:
+        return {
+            "users": None,
+            "p95_ms": p95_limit_ms,
+            "text": f"no step can be recommended: the lightest, {points[0]['users']} users, {reason}",
+        }
+    bend = knee(steps)
+    if bend["found"] and knee_users is not None and good["users"] > knee_users:
+        # Past the knee more users only wait longer: recommend the knee even when every gate still holds.
+        good = next((p for p in points if p["users"] == knee_users), good)
+    elif bad is None and not bend["found"]:
+        suggest = next_user_counts(points)
+        return {
+            "users": None,
+            "knee_found": False,
+            "measured_users": good["users"],
+            "next_users": suggest,
+            "text": f"no knee found: throughput still grew up to {good['users']} users, the largest step "
+            f"({good['rps']:.0f} rps, p95 {good.get('p95_ms')} ms), so the limit lies beyond this sweep; "
+            f"try {suggest[0]} and {suggest[1]} users next",
+        }
     if p95_limit_ms is not None:
-        good = None
-        for p in points:  # ascending users: the run of healthy steps from the bottom
-            if p.get("p95_ms") is None or p["p95_ms"] >= p95_limit_ms or (p.get("fail_ratio") or 0) > 0.01:
-                break
-            good = p
-        if good is not None and knee_users is not None and good["users"] > knee_users:
-            # Past the knee more users only wait longer: recommend the knee even when the gate still holds.
-            good = next((p for p in points if p["users"] == knee_users), good)
-        if good is None:
-            first = points[0]
-            return {
-                "users": None,
-                "p95_ms": p95_limit_ms,
-                "text": f"no step kept p95 under {p95_limit_ms:g} ms (the lightest, {first['users']} users, "
-                f"had {first.get('p95_ms')} ms)",
-            }
-        users, limit = good["users"], p95_limit_ms
+        limit = p95_limit_ms
+    elif good.get("p95_ms") is not None:
+        limit = float(_nice_ceiling(float(good["p95_ms"]) * 1.05))
     else:
-        at = next((p for p in points if p["users"] == knee_users), points[-1])
-        if at.get("p95_ms") is None:
-            return None
-        users, limit = at["users"], float(_nice_ceiling(float(at["p95_ms"]) * 1.05))
-    rps = next(p["rps"] for p in points if p["users"] == users)
-    return {
-        "users": users,
-        "p95_ms": limit,
-        "rps": rps,
-        "text": f"stay at or below {users} users for p95 under {limit:g} ms (about {rps:.0f} rps)",
-    }
+        return None
+    users, rps = good["users"], good["rps"]
+    text = f"stay at or below {users} users for p95 under {limit:g} ms (about {rps:.0f} rps)"
+    if bad is not None and bad["users"] > users and (not bend["found"] or bad["users"] <= bend["next_users"]):
+        text += f"; {bad['users']} users {reason}"
+    return {"users": users, "p95_ms": limit, "rps": rps, "text": text}

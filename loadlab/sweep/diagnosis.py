@@ -1,11 +1,21 @@
-"""What gave out first in a step, in summary.json's diagnosis vocabulary, with the figures behind each."""
+"""What gave out first in a step, in summary.json's diagnosis vocabulary, with the figures behind each.
+
+Evidence names the host and the process (`loadgen1/locust-worker-2`) that gave out, and CPU is compared
+against that host's own cores.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from loadlab.sweep.analysis import LATENCY_RISE_MIN_MS, LATENCY_RISE_RATIO, PROPORTIONAL_SHARE
+from loadlab.sweep import resource_model as model
+from loadlab.sweep.analysis import (
+    ERROR_RATIO,
+    LATENCY_RISE_MIN_MS,
+    LATENCY_RISE_RATIO,
+    PROPORTIONAL_SHARE,
+)
 
 VOCABULARY = (
     "ok",
@@ -13,7 +23,11 @@ VOCABULARY = (
     "client_connection_capped",
     "target_saturated",
     "target_cpu_bound",
+    "host_cpu_saturated",
     "db_connections_saturated",
+    "ephemeral_ports_exhausted",
+    "fds_exhausted",
+    "listen_queue_overflow",
     "errors",
 )
 
@@ -27,30 +41,63 @@ SOCKETS_SHORT_SHARE = 0.8
 IN_FLIGHT_OVER_SOCKETS = 1.25
 # A connection limit is saturated at this share of its maximum.
 CONNECTIONS_FULL = 0.9
-# The failure ratio above which a step is diagnosed `errors`.
-ERROR_RATIO = 0.01
+# A host's CPU is full at this share of its own cores over the window.
+HOST_CPU_FULL = 0.9
+# Ephemeral ports run out at this share of ip_local_port_range bound at once.
+PORTS_FULL = 0.95
+# A process runs out of descriptors at this share of its open-files limit.
+FDS_FULL = 0.95
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
+def _resources(step: dict[str, Any]) -> dict[str, Any]:
+    return step.get("resources") or {}
+
+
+def _host(res: dict[str, Any], host: str) -> dict[str, Any]:
+    return (res.get("hosts") or {}).get(host) or {}
+
+
 def generator_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
-    """A Locust process near one full core, or runnable all window on a host too busy to give it one."""
-    res = step.get("resources") or {}
-    per_process = res.get("loadgen_cpu") or {}
-    runnable = res.get("loadgen_runnable") or {}
-    for name, cores in sorted(per_process.items(), key=lambda kv: -kv[1]):
-        if cores >= CORE_FULL:
-            return {"process": name, "cpu": _r(cores), "limit": CORE_FULL}
-    for name, share in sorted(runnable.items(), key=lambda kv: -kv[1]):
-        if share >= ALWAYS_RUNNABLE:
+    """A Locust process near one full core, or runnable all window on a host too busy to give it one, or a
+    loadgen host of its own whose cores its Locust processes fill."""
+    res = _resources(step)
+    procs = {n: p for n, p in (res.get("processes") or {}).items() if p.get("role") == model.LOADGEN}
+    by_cpu = sorted(procs.items(), key=lambda kv: (-(kv[1].get("cpu") or 0.0), kv[0]))
+    for name, p in by_cpu:
+        if (p.get("cpu") or 0.0) >= CORE_FULL:
+            return {"process": name, "host": model.host_of(name), "cpu": _r(p["cpu"]), "limit": CORE_FULL}
+    by_wait = sorted(procs.items(), key=lambda kv: (-(kv[1].get("runnable") or 0.0), kv[0]))
+    for name, p in by_wait:
+        if (p.get("runnable") or 0.0) >= ALWAYS_RUNNABLE:
             return {
                 "process": name,
-                "cpu": _r(per_process.get(name)),
-                "runnable": _r(share),
+                "host": model.host_of(name),
+                "cpu": _r(p.get("cpu")),
+                "runnable": _r(p["runnable"]),
                 "limit": ALWAYS_RUNNABLE,
-                "host_cpu": res.get("host_cpu"),
+                "host_cpu": _host(res, model.host_of(name)).get("cpu"),
+            }
+    # Without the runnable figure (Prometheus): the host's own cores full, mostly with Locust. Hosts that
+    # share one machine read the machine's CPU, so only their process figures count.
+    for host, used in sorted(model.per_host(res, model.LOADGEN).items()):
+        figures = _host(res, host)
+        share, cores = figures.get("cpu"), figures.get("cores")
+        if figures.get("shared_machine") or share is None or not cores:
+            continue
+        if share >= CORE_FULL and used >= 0.5 * share * cores:
+            name, p = next((n, p) for n, p in by_cpu if model.host_of(n) == host)
+            return {
+                "host": host,
+                "host_cpu": _r(share),
+                "cores": cores,
+                "limit": CORE_FULL,
+                "loadgen_cpu": _r(used),
+                "process": name,
+                "cpu": _r(p.get("cpu")),
             }
     return None
 
@@ -73,31 +120,153 @@ def connection_cap(step: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def target_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
-    """A target process at a full core, or the target's processes filling every core of the host."""
-    res = step.get("resources") or {}
-    per_process = res.get("target_cpu_max_process") or {
-        g: v for g, v in (res.get("target_cpu") or {}).items() if g.startswith("app-")
+    """A target process at a full core, or the target's processes filling every core of their host."""
+    res = _resources(step)
+    procs = {n: p for n, p in (res.get("processes") or {}).items() if p.get("role") == model.TARGET}
+    # One process's CPU: an app instance is one Python process; a sampled group knows its busiest process.
+    single = {
+        n: p.get("busiest_one", p.get("cpu") if n.split("/", 1)[1].startswith("app-") else None)
+        for n, p in procs.items()
     }
-    if per_process:
-        name, cores = max(per_process.items(), key=lambda kv: kv[1])
-        if cores >= CORE_FULL:
-            return {"process": name, "cpu": _r(cores), "limit": CORE_FULL}
-    total, host_cores = step.get("target_cpu"), res.get("host_cores")
-    if total is not None and host_cores and total >= CORE_FULL * host_cores:
-        return {"target_cpu": _r(total), "host_cores": host_cores, "limit": _r(CORE_FULL * host_cores)}
+    single = {n: v for n, v in single.items() if v is not None}
+    if single:
+        name = max(sorted(single), key=lambda n: single[n])
+        if single[name] >= CORE_FULL:
+            return {"process": name, "host": model.host_of(name), "cpu": _r(single[name]), "limit": CORE_FULL}
+    for host, used in sorted(model.per_host(res, model.TARGET).items()):
+        cores = model.host_cores(res, host)
+        if cores and used >= CORE_FULL * cores:
+            on_host = {n: p.get("cpu") or 0.0 for n, p in procs.items() if model.host_of(n) == host}
+            busiest = max(sorted(on_host), key=lambda n: on_host[n])
+            return {
+                "host": host,
+                "target_cpu": _r(used),
+                "cores": cores,
+                "limit": _r(CORE_FULL * cores),
+                "process": busiest,
+                "cpu": _r(on_host[busiest]),
+                **({"shared_machine": True} if _host(res, host).get("shared_machine") else {}),
+            }
     return None
+
+
+_GROUPS = (
+    (model.TARGET, "target"),
+    (model.LOADGEN, "generator"),
+    (model.DATA, "data"),
+    (model.OTHER, "other"),
+)
+
+
+def _machines(res: dict[str, Any]) -> list[tuple[str, list[str], float, float]]:
+    """(name, hosts, busy share, cores) per machine: each host alone, except hosts that share one machine,
+    which are one machine whose CPU is theirs together."""
+    hosts = res.get("hosts") or {}
+    out, shared = [], []
+    for host, figures in sorted(hosts.items()):
+        share, cores = figures.get("cpu"), figures.get("cores")
+        if share is None or not cores:
+            continue
+        if figures.get("shared_machine"):
+            shared.append((host, figures))
+        else:
+            out.append((host, [host], float(share), float(cores)))
+    if shared:
+        names = [h for h, _ in shared]
+        cores = max(float(f["cores"]) for _, f in shared)
+        own = [float(f["cpu"]) for _, f in shared if f.get("cpu_from") == "cgroup"]
+        whole = [float(f["cpu"]) for _, f in shared if f.get("cpu_from") != "cgroup"]
+        # A cgroup share is that host's own use of the machine's cores: they add up. A machine share is
+        # already the whole machine's.
+        share = max([sum(own)] + whole)
+        out.append((f"shared machine ({', '.join(names)})", names, share, cores))
+    return out
+
+
+def host_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
+    """A host's CPU full with no single process at a full core: the host gave out, shared between groups."""
+    res = _resources(step)
+    procs = res.get("processes") or {}
+    for name, hosts, share, cores in _machines(res):
+        if share < HOST_CPU_FULL:
+            continue
+        mine = {n: p for n, p in procs.items() if model.host_of(n) in hosts}
+        if any((p.get("cpu") or 0.0) >= CORE_FULL for p in mine.values()):
+            continue  # one process at a full core is what gave out; its own check names it
+        groups = {}
+        for role, label in _GROUPS:
+            used = sum(p.get("cpu") or 0.0 for p in mine.values() if p.get("role") == role)
+            groups[label] = used
+        # CPU no configured process group accounts for (the kernel, unlisted processes) is `other` too.
+        groups["other"] += max(0.0, share * cores - sum(groups.values()))
+        return {
+            "host": name,
+            "host_cpu": _r(share),
+            "cores": cores,
+            "limit": HOST_CPU_FULL,
+            "groups": {g: {"cpu": _r(c), "share": _r(c / cores)} for g, c in groups.items()},
+            "runs_generator": groups["generator"] > 0,
+            **({"shared_machine": True, "hosts": hosts} if name != hosts[0] else {}),
+        }
+    return None
+
+
+def ephemeral_ports(step: dict[str, Any]) -> dict[str, Any] | None:
+    """A host bound nearly every port of its ephemeral range: new connections from it fail."""
+    for host, tcp in sorted((_resources(step).get("tcp") or {}).items()):
+        used = tcp.get("ephemeral_ports_used_ratio")
+        if used is not None and used >= PORTS_FULL:
+            return {"host": host, "ports_used_ratio": _r(used), "time_wait": tcp.get("time_wait"),
+                    "limit": PORTS_FULL}  # fmt: skip
+    return None
+
+
+def descriptors(step: dict[str, Any]) -> dict[str, Any] | None:
+    """A process at its open-files limit: it cannot open another socket."""
+    procs = _resources(step).get("processes") or {}
+    full = {n: p["fds_limit_ratio"] for n, p in procs.items() if (p.get("fds_limit_ratio") or 0) >= FDS_FULL}
+    if not full:
+        return None
+    name = max(sorted(full), key=lambda n: full[n])
+    return {
+        "process": name,
+        "host": model.host_of(name),
+        "fds_limit_ratio": _r(full[name]),
+        "limit": FDS_FULL,
+    }
+
+
+def listen_queue(step: dict[str, Any]) -> dict[str, Any] | None:
+    """A listen queue overflowed in the window: the kernel dropped connections nobody accepted in time."""
+    tcp = _resources(step).get("tcp") or {}
+    hit = {h: t["listen_overflows"] for h, t in tcp.items() if (t.get("listen_overflows") or 0) > 0}
+    if not hit:
+        return None
+    host = max(sorted(hit), key=lambda h: hit[h])
+    return {"host": host, "listen_overflows": hit[host], "hosts": dict(sorted(hit.items()))}
 
 
 def db_connections(step: dict[str, Any]) -> dict[str, Any] | None:
     """PostgreSQL near max_connections, or an app instance's DB pool busy all window."""
-    res = step.get("resources") or {}
-    used, most = res.get("pg_connections"), res.get("pg_max_connections")
-    if used is not None and most and used >= CONNECTIONS_FULL * most:
-        return {"pg_connections": used, "pg_max_connections": most, "limit_share": CONNECTIONS_FULL}
-    for instance, pool in (res.get("db_pool") or {}).items():
+    res = _resources(step)
+    for host, pg in sorted((res.get("postgres") or {}).items()):
+        used, most = pg.get("connections"), pg.get("max_connections")
+        if used is not None and most and used >= CONNECTIONS_FULL * most:
+            return {
+                "host": host,
+                "pg_connections": used,
+                "pg_max_connections": most,
+                "limit_share": CONNECTIONS_FULL,
+            }
+    for name, pool in sorted((res.get("db_pool") or {}).items()):
         in_use, size = pool.get("in_use_avg"), pool.get("size")
         if in_use is not None and size and in_use >= CONNECTIONS_FULL * size:
-            return {"instance": instance, "pool_in_use_avg": _r(in_use, 2), "pool_size": size}
+            return {
+                "process": name,
+                "host": model.host_of(name),
+                "pool_in_use_avg": _r(in_use, 2),
+                "pool_size": size,
+            }
     return None
 
 
@@ -142,14 +311,34 @@ def diagnose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> tuple[l
         ("generator_cpu_bound", generator_cpu(step)),
         ("client_connection_capped", connection_cap(step)),
         ("target_cpu_bound", target_cpu(step)),
+        ("host_cpu_saturated", host_cpu(step)),
         ("db_connections_saturated", db_connections(step)),
+        ("ephemeral_ports_exhausted", ephemeral_ports(step)),
+        ("fds_exhausted", descriptors(step)),
+        ("listen_queue_overflow", listen_queue(step)),
         ("errors", errors(step)),
     )
     for code, evidence in checks:
         if evidence is not None:
             found[code] = evidence
-    # The target is only "saturated" when the generator could have pushed harder.
-    if "generator_cpu_bound" not in found and "client_connection_capped" not in found:
+    # A full host already blamed as a whole on one group (Locust filling a loadgen host, the target filling
+    # its host) needs no second code; a worker that only waited for a CPU on it still leaves the host named.
+    full = found.get("host_cpu_saturated")
+    blamed = (
+        (found.get("generator_cpu_bound") or {}, "loadgen_cpu"),
+        (found.get("target_cpu_bound") or {}, "target_cpu"),
+    )
+    if full and any(figure in ev and ev.get("host") == full["host"] for ev, figure in blamed):
+        del found["host_cpu_saturated"]
+    # The target is only "saturated" when the generator could have pushed harder: not when the generator
+    # was CPU-bound, short of sockets, ports or descriptors, or shared a full host with the target.
+    held_back = ("generator_cpu_bound", "client_connection_capped", "ephemeral_ports_exhausted")
+    fds = found.get("fds_exhausted")
+    procs = _resources(step).get("processes") or {}
+    generator_starved = (found.get("host_cpu_saturated") or {}).get("runs_generator", False) or bool(
+        fds and (procs.get(fds["process"]) or {}).get("role") == model.LOADGEN
+    )
+    if not generator_starved and not any(code in found for code in held_back):
         evidence = saturation(step, earlier)
         if evidence is not None:
             found["target_saturated"] = evidence

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from loadlab.console import UserError
 from loadlab.lab import Lab
+from loadlab.remote import is_this_machine
 from loadlab.sweep.resources import is_local_address
 
 
@@ -22,7 +23,8 @@ class LabView:
     app_ports: list[int] = field(default_factory=list)
     postgres_port: int | None = None
     redis_port: int | None = None
-    locust_web_url: str | None = None  # None when no loadgen host is this machine
+    locust_web_url: str | None = None  # None when the master is another host: reached through SSH
+    locust_master: str | None = None  # the inventory name of the master's host
     locust_web_port: int = 8089
     locust_master_port: int = 5557
     default_user_classes: list[str] = field(default_factory=list)  # a run that names none
@@ -31,6 +33,7 @@ class LabView:
     grafana_url: str | None = None
     etc_dir: str = "/etc/loadlab"
     error: str | None = None  # why the inventory could not be read
+    lab: Lab | None = field(default=None, repr=False)  # the inventory's hosts, for the remote-access layer
 
     @property
     def nginx_url(self) -> str | None:
@@ -103,7 +106,7 @@ def read_lab(inventory: str | None) -> LabView:
 
 def view_of(lab: Lab) -> LabView:
     """What the sweep needs from the lab: the target, the Locust master, Prometheus, and local ports."""
-    view = LabView(inventory=str(lab.inventory))
+    view = LabView(inventory=str(lab.inventory), lab=lab)
     view.nginx = [(h.address, h.int_var("nginx_port")) for h in lab.group("lb")]
     for host in lab.group("app"):
         if is_local_address(host.address):
@@ -119,7 +122,8 @@ def view_of(lab: Lab) -> LabView:
     view.locust_web_port = master.int_var("locust_web_port")
     view.locust_master_port = master.int_var("locust_master_port")
     view.default_user_classes = [str(c) for c in master.var("locust_default_user_classes") or []]
-    if is_local_address(master.address):
+    view.locust_master = master.name
+    if is_this_machine(master):
         view.locust_web_url = lab.locust_web_url  # the web API listens on the master host's loopback
     monitor = lab.monitor
     view.prometheus_url = lab.prometheus_url

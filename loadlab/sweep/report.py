@@ -94,13 +94,17 @@ def plot_throughput(steps: Sequence[dict[str, Any]], summary: dict[str, Any], pa
 
 
 def plot_cpu(steps: Sequence[dict[str, Any]], path: Path) -> None:
-    """CPU of the busiest Locust process and of the target against users, with the one-core line."""
+    """CPU of Locust and of the target (totals over all hosts) and of the busiest Locust process against
+    users, with the one-core line a single process cannot pass."""
     steps = _by_users(steps)
     fig, ax = _figure()
     gx, gy = _series(steps, "loadgen_cpu")
     tx, ty = _series(steps, "target_cpu")
-    ax.plot(gx, gy, "o-", color="tab:orange", label="busiest Locust process")
-    ax.plot(tx, ty, "s-", color="tab:green", label="target (all its processes)")
+    busiest = [(s["users"], s["loadgen_cpu_busiest"]["cpu"]) for s in steps if s.get("loadgen_cpu_busiest")]
+    ax.plot(gx, gy, "o-", color="tab:orange", label="Locust, all processes")
+    if busiest:
+        ax.plot(*zip(*busiest, strict=True), "^--", color="tab:red", label="busiest Locust process")
+    ax.plot(tx, ty, "s-", color="tab:green", label="target, all its processes")
     ax.axhline(1.0, color="grey", linestyle=":", label="one core")
     ax.set_ylabel("CPU (cores)")
     _save(fig, "CPU against users", path, ax)
@@ -128,8 +132,9 @@ def _cell(value: Any, fmt: str = "{}") -> str:
 def _capacity_table(steps: Sequence[dict[str, Any]], knee_users: int | None) -> str:
     head = (
         "<tr><th>step</th><th>users</th><th>rps</th><th>p50 ms</th><th>p90 ms</th><th>p95 ms</th>"
-        "<th>p99 ms</th><th>max ms</th><th>fail %</th><th>client sockets</th><th>Locust CPU</th>"
-        "<th>target CPU</th><th>diagnosis</th></tr>"
+        "<th>p99 ms</th><th>max ms</th><th>fail %</th><th>client sockets</th><th>server sockets</th>"
+        "<th>Locust CPU</th><th>busiest Locust process</th><th>target CPU</th><th>busiest target host</th>"
+        "<th>diagnosis</th></tr>"
     )
     rows = []
     for s in steps:
@@ -150,11 +155,36 @@ def _capacity_table(steps: Sequence[dict[str, Any]], knee_users: int | None) -> 
             + _cell(s.get("max_ms"), "{:g}")
             + _cell(fail, "{:.2f}")
             + _cell(s.get("client_sockets"), "{:g}")
+            + _cell(s.get("server_sockets"), "{:g}")
             + _cell(s.get("loadgen_cpu"), "{:.2f}")
+            + _cell(_busiest_process(s.get("loadgen_cpu_busiest")))
             + _cell(s.get("target_cpu"), "{:.2f}")
+            + _cell(_busiest_host(s.get("target_cpu_busiest_host")))
             + f"<td>{diag}</td></tr>"
         )
     return f'<table class="capacity">{head}{"".join(rows)}</table>'
+
+
+def _busiest_process(busiest: dict[str, Any] | None) -> str | None:
+    if not busiest or busiest.get("cpu") is None:
+        return None
+    return f"{busiest['process']} {busiest['cpu']:.2f}"
+
+
+def _busiest_host(busiest: dict[str, Any] | None) -> str | None:
+    if not busiest or busiest.get("cpu") is None:
+        return None
+    cores = f" of {busiest['cores']:g}" if busiest.get("cores") else ""
+    return f"{busiest['host']} {busiest['cpu']:.2f}{cores}"
+
+
+def _where(figures: dict[str, Any]) -> str:
+    """'on loadgen1/locust-worker-2' or 'on host data1': where the evidence was measured."""
+    if figures.get("process"):
+        return f" on <code>{html.escape(str(figures['process']))}</code>"
+    if figures.get("host"):
+        return f" on host <code>{html.escape(str(figures['host']))}</code>"
+    return ""
 
 
 def _evidence(steps: Sequence[dict[str, Any]]) -> str:
@@ -163,10 +193,82 @@ def _evidence(steps: Sequence[dict[str, Any]]) -> str:
         for code, figures in (s.get("diagnosis_evidence") or {}).items():
             text = ", ".join(f"{k} {json.dumps(v)}" for k, v in figures.items())
             items.append(
-                f"<li>step {s.get('index', 0) + 1} ({s['users']} users): <b>{html.escape(code)}</b> "
-                f"— {html.escape(text)}</li>"
+                f"<li>step {s.get('index', 0) + 1} ({s['users']} users): <b>{html.escape(code)}</b>"
+                f"{_where(figures)} — {html.escape(text)}</li>"
             )
     return f"<ul>{''.join(items)}</ul>" if items else "<p>Every step was ok.</p>"
+
+
+def _gib(value: float | None) -> float | None:
+    return None if value is None else value / 2**30
+
+
+def _shared_note(steps: Sequence[dict[str, Any]]) -> str:
+    shared = sorted(
+        {
+            h
+            for s in steps
+            for h, f in ((s.get("resources") or {}).get("hosts") or {}).items()
+            if f.get("shared_machine")
+        }
+    )
+    if not shared:
+        return ""
+    return (
+        f"<p class='note'>Hosts {html.escape(', '.join(shared))} share one machine's cores and memory: "
+        "a host's CPU share is of that machine (or of its own cgroup where <i>CPU from</i> says so), "
+        "and per-host diagnoses rest on process figures.</p>"
+    )
+
+
+def _step_resources(s: dict[str, Any]) -> str:
+    res = s.get("resources") or {}
+    hosts = "".join(
+        "<tr>"
+        + _cell(h)
+        + _cell(f.get("cores"), "{:g}")
+        + _cell(None if f.get("cpu") is None else f["cpu"] * 100, "{:.0f}")
+        + _cell(f.get("cpu_from"))
+        + _cell(_gib(f.get("memory_used_bytes")), "{:.1f}")
+        + _cell(_gib(f.get("memory_total_bytes")), "{:.1f}")
+        + _cell("yes" if f.get("shared_machine") else "no")
+        + _cell(((res.get("client_sockets") or {}).get("hosts") or {}).get(h), "{:g}")
+        + _cell(((res.get("server_sockets") or {}).get("hosts") or {}).get(h), "{:g}")
+        + "</tr>"
+        for h, f in (res.get("hosts") or {}).items()
+    )
+    procs = "".join(
+        "<tr>"
+        + _cell(name)
+        + _cell(p.get("role"))
+        + _cell(p.get("cpu"), "{:.2f}")
+        + _cell(p.get("runnable"), "{:.2f}")
+        + "</tr>"
+        for name, p in sorted(
+            (res.get("processes") or {}).items(), key=lambda kv: (-(kv[1].get("cpu") or 0), kv[0])
+        )
+    )
+    connections = [
+        f"{section} {host}: " + ", ".join(f"{k} {v:g}" for k, v in figures.items() if v is not None)
+        for section in ("postgres", "redis", "nginx", "db_pool")
+        for host, figures in (res.get(section) or {}).items()
+    ]
+    return (
+        f"<details><summary>step {s.get('index', 0) + 1}: {s['users']} users "
+        f"({html.escape(str(res.get('source', '–')))})</summary>"
+        "<table><tr><th>host</th><th>cores</th><th>CPU %</th><th>CPU from</th><th>memory used GiB</th>"
+        "<th>memory GiB</th><th>shared machine</th><th>client sockets</th><th>server sockets</th></tr>"
+        f"{hosts}</table>"
+        "<table><tr><th>process</th><th>role</th><th>CPU cores</th><th>runnable share</th></tr>"
+        f"{procs}</table>"
+        + (f"<p>{html.escape('; '.join(connections))}</p>" if connections else "")
+        + "</details>"
+    )
+
+
+def _resources(steps: Sequence[dict[str, Any]]) -> str:
+    """Per step, each host's CPU, memory and sockets and each process's CPU, keyed host/process."""
+    return _shared_note(steps) + "".join(_step_resources(s) for s in steps)
 
 
 def _endpoints(steps: Sequence[dict[str, Any]]) -> str:
@@ -215,12 +317,17 @@ tr.knee { background: #fff6d5; }
 .diag.generator_cpu_bound, .diag.client_connection_capped { background: #ffe0b2; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
 .figures img { max-width: 100%; border: 1px solid #ddd; }
+.note { background: #fff6d5; padding: 0.4em 0.8em; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; } dt { font-weight: bold; }
 """
 
 
 def render_html(
-    run: dict[str, Any], summary: dict[str, Any], steps: Sequence[dict[str, Any]], panels: list[str]
+    run: dict[str, Any],
+    summary: dict[str, Any],
+    steps: Sequence[dict[str, Any]],
+    panels: list[str],
+    hosts: dict[str, Any] | None = None,
 ) -> str:
     """The report page; images are referenced by relative path, so the folder can be moved or fetched."""
     spec = run.get("spec") or {}
@@ -308,11 +415,50 @@ spawn rate {spec.get("spawn_rate")}/s</dd>
 {threshold_html}
 <h2>What gave out</h2>
 {_evidence(steps)}
+<h2>Hosts and processes</h2>
+{_resources(steps)}
 <h2>Endpoints</h2>
 {_endpoints(steps)}
+{_lab_hosts(hosts, run)}
 {panel_html}
 </body></html>
 """
+
+
+def _lab_hosts(index: dict[str, Any] | None, run: dict[str, Any]) -> str:
+    """The lab's hosts as `loadlab collect` found them (hosts.json), each linked to its folder."""
+    if not index or not index.get("hosts"):
+        if run.get("mode") != "lab":
+            return ""
+        return (
+            "<h2>Lab hosts</h2><p>Not collected: <code>loadlab collect RUN_DIR</code> gathers each host's "
+            "logs, sockets, kernel settings and configs; then <code>loadlab report RUN_DIR</code>.</p>"
+        )
+    clocks = (run.get("clocks") or {}).get("hosts") or {}
+    rows = []
+    for name, host in index["hosts"].items():
+        memory = host.get("memory_bytes")
+        offset = (clocks.get(name) or {}).get("offset_ms")
+        state = "collected" if host.get("reachable") and not host.get("error") else host.get("error") or "–"
+        folder = html.escape(str(host.get("folder") or f"hosts/{name}"))
+        rows.append(
+            f'<tr><td><a href="{folder}/">{html.escape(name)}</a></td>'
+            + f"<td>{html.escape(', '.join(host.get('groups') or []))}</td>"
+            + _cell(host.get("cores"))
+            + _cell(None if memory is None else memory / 2**30, "{:.1f} GiB")
+            + _cell(host.get("kernel"))
+            + _cell(offset, "{:+.1f} ms")
+            + f"<td>{html.escape(str(state))}</td></tr>"
+        )
+    span = index.get("span") or {}
+    return (
+        "<h2>Lab hosts</h2><table><tr><th>host</th><th>groups</th><th>cores</th><th>memory</th>"
+        "<th>kernel</th><th>clock offset</th><th>collected</th></tr>"
+        + "".join(rows)
+        + f"</table><p>Each host's folder holds its supervisor status, lab logs from "
+        f"{html.escape(str(span.get('start', '?')))} to {html.escape(str(span.get('end', '?')))}, "
+        "<code>ss -s</code>, sockstat, kernel settings and rendered configs.</p>"
+    )
 
 
 def render_lab_panels(path: Path, run: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[Path]:
@@ -351,9 +497,8 @@ def write_report(path: Path, panels: bool = False) -> Path:
     summary = run_dir.read_summary() or {}
     if not summary.get("steps"):
         from loadlab.sweep.results import summarize
-        from loadlab.sweep.spec import SweepSpec
 
-        spec = SweepSpec(**run["spec"])
+        spec = run_dir.read_spec(run)
         summary = summarize(steps, spec.parsed_thresholds(), len(spec.users))
     plot_throughput(steps, summary, path / PLOTS["throughput"])
     plot_cpu(steps, path / PLOTS["cpu"])
@@ -364,5 +509,10 @@ def write_report(path: Path, panels: bool = False) -> Path:
     with contextlib.suppress(OSError):
         panel_files = sorted(f"{PANELS_DIR}/{p.name}" for p in (path / PANELS_DIR).glob("*.png"))
     out = path / REPORT
-    out.write_text(render_html(run, summary, steps, panel_files))
+    from loadlab.collect import HOSTS_INDEX
+
+    hosts = None
+    with contextlib.suppress(OSError, ValueError):
+        hosts = json.loads((path / HOSTS_INDEX).read_text())
+    out.write_text(render_html(run, summary, steps, panel_files, hosts))
     return out

@@ -1,26 +1,33 @@
 """What the machines did during a step's window: from the lab's Prometheus, or sampled in-process.
 
-Every figure is for the window only. CPU is in cores (1.0 = one core busy for the whole window), so a
-Locust process at 0.95 is as busy as one Python process can be.
+Both readers fill one model (loadlab.sweep.resource_model), host by host. Every figure is for the window
+only. CPU is in cores (1.0 = one core busy for the whole window), so a Locust process at 0.95 is as busy as
+one Python process can be.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import socket
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
-from loadlab.exporters.sockets import count_sockets
+from loadlab.exporters.sockets import read_listen_overflows, sample_sockets
+from loadlab.sweep.resource_model import LOADGEN, Resources, SocketFigures, key, role_of
+
+if TYPE_CHECKING:
+    from loadlab.lab import Lab
 
 SAMPLE_INTERVAL = 1.0
 # Prometheus needs a few scrapes inside the window for rate(); shorter windows are sampled in-process.
@@ -50,6 +57,17 @@ def is_local_address(host: str) -> bool:
         if addr in mine:
             return True
     return False
+
+
+def this_host(lab: Lab | None) -> str:
+    """This machine's name in the lab: the inventory's name for it (a loadgen host first, since sampling
+    watches the generators), else its hostname."""
+    if lab is not None:
+        for group in ("loadgen", "lb", "app", "postgres", "redis", "monitor"):
+            for host in lab.group(group):
+                if is_local_address(host.address):
+                    return host.name
+    return socket.gethostname()
 
 
 def listening_processes(ports: Mapping[int, str]) -> dict[str, list[psutil.Process]]:
@@ -158,7 +176,10 @@ class _CpuTrack:
 
 
 class Sampler:
-    """In-process sampling for one window: process CPU, client sockets, and the lab exporter's collectors."""
+    """In-process sampling for one window on this machine, into the same model PrometheusWindow fills.
+
+    Every process is keyed with `host`, this machine's name in the lab (the inventory's, else its hostname).
+    """
 
     def __init__(
         self,
@@ -168,28 +189,40 @@ class Sampler:
         others: Callable[[], Mapping[str, list[psutil.Process]]] | None = None,
         collectors: Iterable[Any] = (),
         interval: float = SAMPLE_INTERVAL,
+        host: str | None = None,
+        count_server_sockets: bool = False,
+        app_metrics: Mapping[str, str] | None = None,
     ) -> None:
         self.port = port
+        self.host = host or socket.gethostname()
         self._locust = locust
         self._target = target
         self._others = others or (lambda: {})
         self._collectors = list(collectors)
+        self._server_sockets = count_server_sockets
+        self._app_metrics = dict(app_metrics or {})  # app process name -> its /metrics URL
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
 
     def start(self) -> None:
         """Begin the window now."""
         self._t0 = time.time()
         self._mono0 = time.monotonic()
         self._host0 = psutil.cpu_times()
-        self._locust_cpu: dict[str, _CpuTrack] = {}
-        self._locust_runnable: dict[str, _RunnableTrack] = {}
-        self._target_cpu: dict[str, _CpuTrack] = {}
-        self._other_cpu: dict[str, _CpuTrack] = {}
-        self._sockets: list[int] = []
-        self._gauges: dict[str, list[float]] = {}
+        self._cpu: dict[str, _CpuTrack] = {}
+        self._runnable: dict[str, _RunnableTrack] = {}
+        self._sockets: dict[str, list[int]] = {"client": [], "server": []}
+        self._memory_used: list[int] = []
+        self._gauges: dict[tuple[str, str], list[float]] = {}
+        self._pool: dict[str, tuple[list[float], list[float]]] = {}
+        self._fds: dict[str, float] = {}  # group -> peak share of its open-files limit one process held
+        self._tcp: dict[str, list[float]] = {"ephemeral_ports_used_ratio": [], "time_wait": []}
+        self._overflows0 = _listen_overflows()
+        if self._app_metrics and self._http is None:
+            self._http = httpx.Client(timeout=2.0, trust_env=False)
         self._stop.clear()
         self._tick()
         self._thread = threading.Thread(target=self._run, name="sweep-sampler", daemon=True)
@@ -202,22 +235,43 @@ class Sampler:
     def _tick(self) -> None:
         with self._lock:
             for name, proc in self._locust().items():
-                self._locust_cpu.setdefault(name, _CpuTrack(self._t0)).see([proc])
+                name = name if name.startswith("locust") else f"locust-{name}"
+                self._cpu.setdefault(name, _CpuTrack(self._t0)).see([proc])
                 sched = _schedstat(proc.pid)
-                track = self._locust_runnable.get(name)
+                track = self._runnable.get(name)
                 if sched is not None and (track is None or track.pid != proc.pid):
-                    self._locust_runnable[name] = _RunnableTrack(proc.pid, sched, sched)
+                    self._runnable[name] = _RunnableTrack(proc.pid, sched, sched)
                 elif sched is not None and track is not None:
                     track.last = sched
-            for name, procs in self._target().items():
-                self._target_cpu.setdefault(name, _CpuTrack(self._t0)).see(procs)
-            for name, procs in self._others().items():
-                self._other_cpu.setdefault(name, _CpuTrack(self._t0)).see(procs)
+                self._see_fds(name, [proc])
+            for group in (self._target(), self._others()):
+                for name, procs in group.items():
+                    self._cpu.setdefault(name, _CpuTrack(self._t0)).see(procs)
+                    self._see_fds(name, procs)
             with contextlib.suppress(OSError):
-                counts = count_sockets([self.port])
-                self._sockets.append(counts.get((str(self.port), "established", "client"), 0))
-            for name, value in _collector_gauges(self._collectors).items():
-                self._gauges.setdefault(name, []).append(value)
+                sampled = sample_sockets([self.port])
+                counts = dict(sampled.items())
+                self._sockets["client"].append(counts.get((str(self.port), "established", "client"), 0))
+                if self._server_sockets:
+                    self._sockets["server"].append(counts.get((str(self.port), "established", "server"), 0))
+                ports_used = sampled.ephemeral_used / sampled.ephemeral_size
+                self._tcp["ephemeral_ports_used_ratio"].append(ports_used)
+                self._tcp["time_wait"].append(sampled.time_wait)
+            memory = psutil.virtual_memory()
+            self._memory_used.append(memory.total - memory.available)
+            for figure, value in _collector_gauges(self._collectors).items():
+                self._gauges.setdefault(figure, []).append(value)
+            for name, url in self._app_metrics.items():
+                pool = _app_pool(self._http, url)
+                if pool is not None:
+                    in_use, size = self._pool.setdefault(name, ([], []))
+                    in_use.append(pool[0])
+                    size.append(pool[1])
+
+    def _see_fds(self, name: str, procs: Iterable[psutil.Process]) -> None:
+        ratio = _fds_limit_ratio(procs)
+        if ratio is not None:
+            self._fds[name] = max(ratio, self._fds.get(name, 0.0))
 
     def stop(self) -> dict[str, Any]:
         """End the window and return its figures ({} when no window is open)."""
@@ -229,24 +283,67 @@ class Sampler:
         self._tick()
         seconds = time.monotonic() - self._mono0
         host1 = psutil.cpu_times()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         with self._lock:
-            return {
-                "source": "sampled",
-                "seconds": round(seconds, 2),
-                "loadgen_cpu": {n: round(t.cores(seconds), 3) for n, t in sorted(self._locust_cpu.items())},
-                "loadgen_runnable": {
-                    n: round(t.share(seconds), 3) for n, t in sorted(self._locust_runnable.items())
-                },
-                "target_cpu": {n: round(t.cores(seconds), 3) for n, t in sorted(self._target_cpu.items())},
-                "target_cpu_max_process": {
-                    n: round(t.busiest(seconds), 3) for n, t in sorted(self._target_cpu.items())
-                },
-                "process_cpu": {n: round(t.cores(seconds), 3) for n, t in sorted(self._other_cpu.items())},
-                "host_cpu": _busy_share(self._host0, host1),
-                "host_cores": psutil.cpu_count() or 1,
-                "client_sockets": _spread(self._sockets),
-                **_gauge_figures(self._gauges),
-            }
+            model = Resources("sampled", seconds)
+            for name, track in sorted(self._cpu.items()):
+                extra = {}
+                if name in self._runnable:
+                    extra["runnable"] = round(self._runnable[name].share(seconds), 3)
+                if len(track.last) > 1:  # a group (nginx and its workers): its busiest single process
+                    extra["busiest_one"] = round(track.busiest(seconds), 3)
+                if name in self._fds:
+                    extra["fds_limit_ratio"] = round(self._fds[name], 3)
+                model.add_process(self.host, name, track.cores(seconds), **extra)
+            me = model.host(self.host)
+            me.cpu = _busy_share(self._host0, host1)
+            me.cores = psutil.cpu_count() or 1
+            me.cpu_from = "machine"
+            me.memory_total_bytes = psutil.virtual_memory().total
+            me.memory_used_bytes = max(self._memory_used) if self._memory_used else None
+            for role, values in self._sockets.items():
+                spread = _spread(values)
+                if spread is not None:
+                    figures = SocketFigures(**spread, hosts={self.host: spread["median"]})
+                    setattr(model, f"{role}_sockets", figures)
+            for (section, figure), values in self._gauges.items():
+                if values:  # peak during the window: saturation is about the worst moment
+                    getattr(model, section).setdefault(self.host, {})[figure] = max(values)
+            tcp = {figure: max(values) for figure, values in self._tcp.items() if values}
+            overflows = _listen_overflows()
+            if overflows is not None and self._overflows0 is not None:
+                tcp["listen_overflows"] = max(0, overflows - self._overflows0)
+            if tcp:
+                model.tcp[self.host] = {k: round(v, 3) for k, v in tcp.items()}
+            for name, (in_use, size) in sorted(self._pool.items()):
+                model.db_pool[key(self.host, name)] = {
+                    "in_use_avg": round(statistics.fmean(in_use), 3),
+                    "size": max(size),
+                }
+            return model.to_dict()
+
+
+def _listen_overflows() -> int | None:
+    try:
+        return read_listen_overflows()
+    except (OSError, ValueError):
+        return None
+
+
+def _fds_limit_ratio(procs: Iterable[psutil.Process]) -> float | None:
+    """The highest share of its own soft open-files limit that one of these processes holds."""
+    best = None
+    for proc in procs:
+        try:
+            soft = proc.rlimit(psutil.RLIMIT_NOFILE)[0]
+            used = proc.num_fds()
+        except (psutil.Error, OSError):
+            continue
+        if soft > 0:
+            best = max(best or 0.0, used / soft)
+    return best
 
 
 def _busy_share(a: Any, b: Any) -> float | None:
@@ -266,19 +363,38 @@ def _spread(values: list[int]) -> dict[str, Any] | None:
     }
 
 
-# lab exporter metric -> figure name; summed over label sets, except where a label filter is given
-_GAUGES: dict[str, tuple[str, dict[str, str] | None]] = {
-    "loadlab_postgres_connections": ("pg_connections", None),
-    "loadlab_postgres_max_connections": ("pg_max_connections", None),
-    "loadlab_redis_connected_clients": ("redis_clients", None),
-    "loadlab_redis_maxclients": ("redis_maxclients", None),
-    "loadlab_nginx_connections": ("nginx_active", {"state": "active"}),
+def _app_pool(http: httpx.Client | None, url: str) -> tuple[float, float] | None:
+    """(connections in use, pool size) from an app instance's /metrics, or None when it does not answer."""
+    if http is None:
+        return None
+    try:
+        text = http.get(url).text
+        families = list(text_string_to_metric_families(text))
+    except (httpx.HTTPError, ValueError):
+        return None
+    in_use = size = None
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "loadlab_app_db_pool_connections" and sample.labels.get("state") == "in_use":
+                in_use = sample.value
+            elif sample.name == "loadlab_app_db_pool_size":
+                size = sample.value
+    return (in_use, size) if in_use is not None and size is not None else None
+
+
+# lab exporter metric -> (model section, figure); summed over label sets, except where a label filter is given
+_GAUGES: dict[str, tuple[str, str, dict[str, str] | None]] = {
+    "loadlab_postgres_connections": ("postgres", "connections", None),
+    "loadlab_postgres_max_connections": ("postgres", "max_connections", None),
+    "loadlab_redis_connected_clients": ("redis", "clients", None),
+    "loadlab_redis_maxclients": ("redis", "maxclients", None),
+    "loadlab_nginx_connections": ("nginx", "active", {"state": "active"}),
 }
 
 
-def _collector_gauges(collectors: Iterable[Any]) -> dict[str, float]:
+def _collector_gauges(collectors: Iterable[Any]) -> dict[tuple[str, str], float]:
     """One reading of the exporter's collectors, reduced to the figures a step records."""
-    out: dict[str, float] = {}
+    out: dict[tuple[str, str], float] = {}
     for collector in collectors:
         try:
             families = list(collector.collect())
@@ -288,29 +404,49 @@ def _collector_gauges(collectors: Iterable[Any]) -> dict[str, float]:
             spec = _GAUGES.get(family.name)
             if spec is None:
                 continue
-            figure, match = spec
+            section, figure, match = spec
             values = [
                 s.value
                 for s in family.samples
                 if s.name == family.name and all(s.labels.get(k) == v for k, v in (match or {}).items())
             ]
             if values:
-                out[figure] = out.get(figure, 0.0) + float(sum(values))
+                out[section, figure] = out.get((section, figure), 0.0) + float(sum(values))
     return out
 
 
-def _gauge_figures(gauges: Mapping[str, list[float]]) -> dict[str, Any]:
-    """Peak during the window for connection counts (saturation is about the worst moment)."""
-    return {name: max(values) for name, values in gauges.items() if values}
+def _host_filter(hosts: Iterable[str] | None) -> str:
+    """A PromQL label matcher for some hosts ("" for every host)."""
+    names = sorted(set(hosts or ()))
+    return f'host=~"{"|".join(re.escape(h) for h in names)}"' if names else ""
+
+
+def _matchers(*parts: str) -> str:
+    return ", ".join(p for p in parts if p)
 
 
 class PrometheusWindow:
-    """Window figures from the lab's Prometheus, which scrapes the lab exporter and the Locust plugin."""
+    """Window figures from the lab's Prometheus, which scrapes every host's exporter, the apps and the
+    Locust plugin, each target labelled with its inventory `host`.
 
-    def __init__(self, url: str, port: int, scrape_interval: float = 5.0, timeout: float = 5.0) -> None:
+    `loadgen_hosts` and `lb_hosts` (inventory names) narrow where client and server sockets are counted;
+    without them every host counts.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        port: int,
+        scrape_interval: float = 5.0,
+        timeout: float = 5.0,
+        loadgen_hosts: Iterable[str] | None = None,
+        lb_hosts: Iterable[str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.port = port
         self.scrape_interval = scrape_interval
+        self.loadgen_hosts = list(loadgen_hosts or [])
+        self.lb_hosts = list(lb_hosts or [])
         self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
 
     def ready(self) -> bool:
@@ -338,62 +474,129 @@ class PrometheusWindow:
         result = self._query(expr, at)
         return round(float(result[0]["value"][1]), 3) if result else None
 
-    def _by(self, expr: str, at: float, labels: tuple[str, ...]) -> dict[str, float]:
+    def _by(self, expr: str, at: float, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+        """Label values -> value, for an expression aggregated by `labels`; NaN results are left out."""
         out = {}
         for row in self._query(expr, at):
-            name = "/".join(row["metric"].get(label, "") for label in labels).strip("/")
-            out[name or "all"] = round(float(row["value"][1]), 3)
+            value = float(row["value"][1])
+            if value == value:  # not NaN (0/0 on a host with no samples)
+                out[tuple(row["metric"].get(label, "") for label in labels)] = round(value, 3)
         return out
 
+    def _subquery(self, w: str) -> str:
+        """A subquery range over the window at one point per scrape (not the server's evaluation interval)."""
+        return f"[{w}:{self.scrape_interval:g}s]"
+
+    def _sockets(self, role: str, hosts: list[str], w: str, end: float) -> SocketFigures:
+        series = (
+            "loadlab_tcp_sockets{"
+            + _matchers(_host_filter(hosts), f'port="{self.port}"', 'state="established"', f'role="{role}"')
+            + "}"
+        )
+        sub = self._subquery(w)
+        total = f"(sum({series})){sub}"
+        per_host = self._by(f"quantile_over_time(0.5, (sum by (host) ({series})){sub})", end, ("host",))
+        return SocketFigures(
+            median=self._scalar(f"quantile_over_time(0.5, {total})", end),
+            min=self._scalar(f"min_over_time({total})", end),
+            max=self._scalar(f"max_over_time({total})", end),
+            hosts={h: v for (h,), v in per_host.items()},
+        )
+
     def measure(self, start: float, end: float) -> dict[str, Any]:
-        """Figures for [start, end] (unix seconds)."""
+        """Figures for [start, end] (unix seconds), host by host."""
         w = f"{max(1, round(end - start))}s"
-        p = self.port
-        groups = self._by(f"sum by (group) (rate(loadlab_process_cpu_seconds_total[{w}]))", end, ("group",))
+        model = Resources("prometheus", end - start)
+        groups = self._by(
+            f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total[{w}]))", end, ("host", "group")
+        )
+        for (host, group), cores in groups.items():
+            model.add_process(host, group, cores)
         # The exporter's per-process groups (locust-master, locust-worker-N) count CPU seconds exactly; the
         # Locust plugin's per-worker ratio (sampled by Locust every 10 s) stands in when they are missing.
-        loadgen = {g: v for g, v in groups.items() if g.startswith("locust")}
-        if not any(g != "locust-master" for g in loadgen):
-            loadgen.update(self._by(f"avg_over_time(loadlab_locust_worker_cpu_ratio[{w}])", end, ("worker",)))
-        target = {g: v for g, v in groups.items() if g == "nginx" or g.startswith("app-")}
-        sockets = self._scalar(
-            "quantile_over_time(0.5, sum("
-            f'loadlab_tcp_sockets{{port="{p}",state="established",role="client"}})'
-            f"[{w}:])",
-            end,
-        )
-        pool_in_use = self._by(
-            f'avg_over_time(loadlab_app_db_pool_connections{{state="in_use"}}[{w}])', end, ("instance",)
-        )
-        pool_size = self._by(f"max_over_time(loadlab_app_db_pool_size[{w}])", end, ("instance",))
-        figures: dict[str, Any] = {
-            "source": "prometheus",
-            "seconds": round(end - start, 2),
-            "loadgen_cpu": loadgen,
-            "target_cpu": target,
-            "process_cpu": groups,
-            # the busiest host's share of its cores
-            "host_cpu": self._scalar(
-                f'max(1 - sum by (host) (rate(loadlab_host_cpu_seconds_total{{mode=~"idle|iowait"}}[{w}])) '
-                f"/ sum by (host) (rate(loadlab_host_cpu_seconds_total[{w}])))",
+        # A worker's id starts with the hostname it runs on.
+        if not any(role_of(g) == LOADGEN and g != "locust-master" for _, g in groups):
+            ratios = self._by(f"avg_over_time(loadlab_locust_worker_cpu_ratio[{w}])", end, ("worker",))
+            for (worker,), cores in ratios.items():
+                where, _, suffix = worker.rpartition("_")
+                model.add_process(where or "unknown", f"locust-worker-{suffix[:8]}", cores, source="locust")
+        cpu = "loadlab_host_cpu_seconds_total"
+        host_rows = {
+            "cpu": self._by(
+                f'1 - sum by (host) (rate({cpu}{{mode=~"idle|iowait"}}[{w}])) '
+                f"/ sum by (host) (rate({cpu}[{w}]))",
                 end,
+                ("host",),
             ),
-            "host_cores": self._scalar("max(loadlab_host_cpus)", end),
-            "client_sockets": {"median": sockets} if sockets is not None else None,
-            "pg_connections": self._scalar(f"max_over_time(sum(loadlab_postgres_connections)[{w}:])", end),
-            "pg_max_connections": self._scalar("max(loadlab_postgres_max_connections)", end),
-            "redis_clients": self._scalar(f"max_over_time(sum(loadlab_redis_connected_clients)[{w}:])", end),
-            "redis_maxclients": self._scalar("max(loadlab_redis_maxclients)", end),
-            "nginx_active": self._scalar(
-                f'max_over_time(sum(loadlab_nginx_connections{{state="active"}})[{w}:])', end
+            "cores": self._by("max by (host) (loadlab_host_cpus)", end, ("host",)),
+            "memory_total_bytes": self._by("max by (host) (loadlab_host_memory_total_bytes)", end, ("host",)),
+            "memory_used_bytes": self._by(
+                f"max by (host) (max_over_time(loadlab_host_memory_total_bytes[{w}]) "
+                f"- min_over_time(loadlab_host_memory_available_bytes[{w}]))",
+                end,
+                ("host",),
             ),
+            "cgroup": self._by("max by (host) (loadlab_host_cpu_cgroup)", end, ("host",)),
+            "shared": self._by("max by (host) (loadlab_host_shared_machine)", end, ("host",)),
         }
-        if pool_size:
-            figures["db_pool"] = {
-                inst: {"in_use_avg": pool_in_use.get(inst), "size": size}
-                for inst, size in sorted(pool_size.items())
-            }
-        return {k: v for k, v in figures.items() if v is not None and v != {}}
+        for figure, rows in host_rows.items():
+            for (host,), value in rows.items():
+                h = model.host(host)
+                if figure == "cgroup":
+                    h.cpu_from = "cgroup" if value else "machine"
+                elif figure == "shared":
+                    h.shared_machine = bool(value)
+                elif figure == "cores":
+                    h.cores = int(value) if float(value).is_integer() else value
+                else:
+                    setattr(h, figure, value)
+        sub = self._subquery(w)
+        model.client_sockets = self._sockets("client", self.loadgen_hosts, w, end)
+        model.server_sockets = self._sockets("server", self.lb_hosts, w, end)
+        connections = (
+            (
+                "postgres",
+                "connections",
+                f"max_over_time((sum by (host) (loadlab_postgres_connections)){sub})",
+            ),
+            ("postgres", "max_connections", "max by (host) (loadlab_postgres_max_connections)"),
+            ("redis", "clients", f"max_over_time((sum by (host) (loadlab_redis_connected_clients)){sub})"),
+            ("redis", "maxclients", "max by (host) (loadlab_redis_maxclients)"),
+            (
+                "nginx",
+                "active",
+                f'max_over_time((sum by (host) (loadlab_nginx_connections{{state="active"}})){sub})',
+            ),
+        )
+        for section, figure, expr in connections:
+            for (host,), value in self._by(expr, end, ("host",)).items():
+                getattr(model, section).setdefault(host, {})[figure] = value
+        labels = ("host", "instance")
+        pool = 'loadlab_app_db_pool_connections{state="in_use"}'
+        in_use = self._by(f"sum by (host, instance) (avg_over_time({pool}[{w}]))", end, labels)
+        size = self._by(
+            f"max by (host, instance) (max_over_time(loadlab_app_db_pool_size[{w}]))", end, labels
+        )
+        for (host, instance), pool_size in sorted(size.items()):
+            app = f"app-{instance.rsplit(':', 1)[-1]}"
+            model.db_pool[key(host, app)] = {"in_use_avg": in_use.get((host, instance)), "size": pool_size}
+        tcp = (
+            ("ephemeral_ports_used_ratio", f"max_over_time(loadlab_tcp_ephemeral_ports_used_ratio[{w}])"),
+            ("time_wait", f"max_over_time(loadlab_tcp_time_wait_sockets[{w}])"),
+            ("listen_overflows", f"round(increase(loadlab_tcp_listen_overflows_total[{w}]))"),
+        )
+        for figure, expr in tcp:
+            for (host,), value in self._by(f"max by (host) ({expr})", end, ("host",)).items():
+                model.tcp.setdefault(host, {})[figure] = value
+        fds = self._by(
+            f"max by (host, group) (max_over_time(loadlab_process_open_fds_limit_ratio[{w}]))",
+            end,
+            ("host", "group"),
+        )
+        for (host, group), ratio in fds.items():
+            if key(host, group) in model.processes:
+                model.processes[key(host, group)]["fds_limit_ratio"] = ratio
+        return model.to_dict()
 
     def close(self) -> None:
         self._http.close()

@@ -7,20 +7,34 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from loadlab.console import UserError
+from loadlab.inputs import read_text
 from loadlab.sweep import analysis
+from loadlab.sweep.spec import SweepSpec
 from loadlab.sweep.thresholds import Threshold, evaluate, verdict
 
 STEPS_JSONL = "steps.jsonl"
 STEPS_CSV = "steps.csv"
 SUMMARY = "summary.json"
 RUN = "run.json"
+REPORT = "report.html"
+STEPS_DAMAGED = "steps.damaged.jsonl"
+# A folder holding any of these holds (part of) a run: a new run there would mix or overwrite it.
+RUN_FILES = (RUN, STEPS_JSONL, SUMMARY, STEPS_CSV, REPORT)
+# Step fields that are figures: a number or null, anything else is a damaged record.
+_NUMERIC_STEP_FIELDS = (
+    "rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "requests", "failures", "fail_ratio",
+    "client_sockets", "server_sockets", "loadgen_cpu", "target_cpu", "window_s", "warmup_s", "window_start",
+    "window_end",
+)  # fmt: skip
 
 CSV_COLUMNS = [
     "index",
@@ -36,6 +50,7 @@ CSV_COLUMNS = [
     "failures",
     "fail_ratio",
     "client_sockets",
+    "server_sockets",
     "loadgen_cpu",
     "target_cpu",
     "diagnosis",
@@ -62,6 +77,11 @@ SUMMARY_STEP_FIELDS = [
     "avg_ms",
     "requests",
     "failures",
+    "server_sockets",
+    "loadgen_cpu_busiest",
+    "loadgen_cpu_busiest_host",
+    "target_cpu_busiest",
+    "target_cpu_busiest_host",
     "window_s",
     "window_start",
     "window_end",
@@ -77,8 +97,51 @@ def now_iso() -> str:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _step_problem(step: Any) -> str | None:
+    """Why a parsed steps.jsonl line is not a step record this code wrote, or None when it is one."""
+    if not isinstance(step, dict):
+        return "not a JSON object"
+    users = step.get("users")
+    if isinstance(users, bool) or not isinstance(users, int) or users < 1:
+        return f"users is {users!r}"
+    index = step.get("index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+        return f"index is {index!r}"
+    for key in _NUMERIC_STEP_FIELDS:
+        value = step.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f"{key} is {value!r}, not a number"
+    diagnosis = step.get("diagnosis")
+    if diagnosis is not None and not (
+        isinstance(diagnosis, list) and all(isinstance(d, str) for d in diagnosis)
+    ):
+        return f"diagnosis is {diagnosis!r}"
+    for key, kind in (("endpoints", list), ("errors", list), ("resources", dict)):
+        if step.get(key) is not None and not isinstance(step[key], kind):
+            return f"{key} is {type(step[key]).__name__}, not {kind.__name__}"
+    return None
+
+
+@dataclass
+class StepLines:
+    """steps.jsonl as read: the good step records (in step order) and every line that is not one."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    good: list[str] = field(default_factory=list)  # the good records' lines, as written
+    damaged: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, line, why)
+    cut_tail: bool = False  # the last line is cut short without its newline: a kill during the write
+
+    def pending(self, planned: int) -> list[int]:
+        """Step indices with no good record, in step order: what a resumed run measures."""
+        done = {s["index"] for s in self.steps}
+        return [i for i in range(planned) if i not in done]
 
 
 def git_revision(cwd: Path | None = None) -> dict[str, Any]:
@@ -119,12 +182,32 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def check_fresh(self, flag: str = "--out") -> None:
+        """Refuse a file, a folder holding any part of a run, or one we cannot write in; writes nothing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{flag} {self.path}: is a file, not a folder")
+        found = [name for name in RUN_FILES if (self.path / name).exists()]
+        if found:
+            raise UserError(
+                f"{flag} {self.path} already holds a run ({', '.join(found)}): continue it with "
+                f"--resume {self.path} or pick another {flag}"
+            )
+        self.check_writable(flag)
+
+    def check_writable(self, flag: str) -> None:
+        """Try a scratch file where the run will write (the folder, or the nearest one that exists)."""
+        folder = next((p for p in (self.path, *self.path.parents) if p.exists()), Path("."))
+        if not folder.is_dir():
+            raise UserError(f"{flag} {self.path}: {folder} is a file, not a folder")
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise UserError(f"{flag} {self.path}: cannot write in {folder} ({exc.strerror or exc})") from None
+
     def create(self) -> None:
         """A fresh run folder; refuse one that already holds a run (that is what --resume is for)."""
-        if self.read_steps():
-            raise UserError(
-                f"{self.path} already holds a run: continue it with --resume {self.path} or pick --out"
-            )
+        self.check_fresh()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -134,37 +217,109 @@ class RunDir:
         _atomic_write(self.path / RUN, json.dumps(run, indent=2, sort_keys=False) + "\n")
 
     def read_run(self) -> dict[str, Any]:
+        """run.json, checked enough that resume and report can rely on its shape."""
+        path = self.path / RUN
+        if not path.is_file():
+            raise UserError(f"{self.path} is not a sweep run (no {RUN})")
         try:
-            return json.loads((self.path / RUN).read_text())
-        except FileNotFoundError:
-            raise UserError(f"{self.path} is not a sweep run (no {RUN})") from None
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {self.path / RUN}: {exc}") from None
+            run = json.loads(read_text(path, "run record"))
+        except ValueError as exc:
+            raise UserError(f"run record {path}: not valid JSON ({exc})") from None
+        if not isinstance(run, dict):
+            raise UserError(f"run record {path}: expected a JSON object, got {type(run).__name__}")
+        expected: dict[str, tuple[type, ...]] = {
+            "spec": (dict,), "inventory": (dict, type(None)), "mode": (str,), "target": (str, type(None)),
+            "locustfile": (str, type(None)), "workers": (int, type(None)), "command": (list,),
+            "resumes": (list,), "allow_any_host": (bool,),
+        }  # fmt: skip
+        for key, kinds in expected.items():
+            if key in run and (
+                not isinstance(run[key], kinds) or isinstance(run[key], bool) != (bool in kinds)
+            ):
+                raise UserError(f"run record {path}: {key} is {run[key]!r}; the run record is damaged")
+        if run.get("mode", "lab") not in ("lab", "standalone"):
+            raise UserError(f"run record {path}: mode is {run['mode']!r}; the run record is damaged")
+        if "spec" in run:
+            self.read_spec(run)
+        return run
 
-    def read_steps(self, repair: bool = False) -> list[dict[str, Any]]:
-        """Finished steps in order; a line cut short by a kill is dropped (and removed when `repair`)."""
+    def read_spec(self, run: dict[str, Any]) -> SweepSpec:
+        """The spec run.json recorded, validated like a spec file."""
+        try:
+            return SweepSpec(**run["spec"]).validate()
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"run record {self.path / RUN}: unreadable spec ({exc})") from None
+        except UserError as exc:
+            raise UserError(f"run record {self.path / RUN}: spec {exc}") from None
+
+    def scan_steps(self, planned: Sequence[int] | None = None) -> StepLines:
+        """Every line of steps.jsonl sorted into good step records and damaged lines; writes nothing.
+
+        With `planned` (the spec's user counts) a record is good only where its index names a planned
+        step with the same user count and no earlier line recorded that step.
+        """
         path = self.path / STEPS_JSONL
+        scan = StepLines()
         if not path.exists():
-            return []
-        steps: list[dict[str, Any]] = []
-        good_lines: list[str] = []
-        for line in path.read_text().splitlines():
+            return scan
+        text = read_text(path, "steps file")
+        lines = text.splitlines(keepends=True)
+        for number, raw in enumerate(lines, start=1):
+            line = raw.rstrip("\r\n")
             if not line.strip():
                 continue
             try:
                 step = json.loads(line)
             except ValueError:
+                why = "cut short" if number == len(lines) and not raw.endswith("\n") else "not JSON"
+                scan.cut_tail = scan.cut_tail or why == "cut short"
+                scan.damaged.append((number, line, why))
                 continue
-            if isinstance(step, dict) and "users" in step:
-                steps.append(step)
-                good_lines.append(line)
-        if repair and len(good_lines) != len([ln for ln in path.read_text().splitlines() if ln.strip()]):
-            _atomic_write(path, "".join(ln + "\n" for ln in good_lines))
-        return steps
+            why = _step_problem(step)
+            if why is None:
+                step.setdefault("index", len(scan.steps))
+                index = step["index"]
+                if planned is not None and (index >= len(planned) or planned[index] != step["users"]):
+                    why = f"step {index} with {step['users']} users is not in the run's plan"
+                elif any(s["index"] == index for s in scan.steps):
+                    why = f"a second record of step {index}"
+            if why is not None:
+                scan.damaged.append((number, line, why))
+                continue
+            scan.steps.append(step)
+            scan.good.append(line)
+        order = sorted(range(len(scan.steps)), key=lambda i: scan.steps[i]["index"])
+        scan.steps = [scan.steps[i] for i in order]
+        scan.good = [scan.good[i] for i in order]
+        return scan
+
+    def read_steps(self) -> list[dict[str, Any]]:
+        """Finished steps in step order; a damaged line is an error, except a last line cut by a kill."""
+        scan = self.scan_steps()
+        for number, _line, why in scan.damaged:
+            if why != "cut short":
+                raise UserError(
+                    f"steps file {self.path / STEPS_JSONL}: line {number} is damaged ({why}); "
+                    f"`loadlab sweep --resume {self.path}` keeps it aside and measures that step again"
+                )
+        return scan.steps
+
+    def set_aside(self, scan: StepLines) -> None:
+        """Move damaged lines to steps.damaged.jsonl (appended, never dropped) and keep the good ones."""
+        if not scan.damaged:
+            return
+        try:
+            with open(self.path / STEPS_DAMAGED, "a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for _n, line, _why in scan.damaged))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path / STEPS_DAMAGED}: {exc.strerror or exc}") from None
+        _atomic_write(self.path / STEPS_JSONL, "".join(line + "\n" for line in scan.good))
 
     def append_step(self, step: dict[str, Any], all_steps: Sequence[dict[str, Any]]) -> None:
         """Append one finished step (flushed to disk) and rewrite steps.csv."""
-        with open(self.path / STEPS_JSONL, "a") as f:
+        with open(self.path / STEPS_JSONL, "a", encoding="utf-8") as f:
             f.write(json.dumps(step, sort_keys=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -187,10 +342,24 @@ class RunDir:
         _atomic_write(self.path / SUMMARY, json.dumps(summary, indent=2) + "\n")
 
     def read_summary(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / SUMMARY).read_text())
-        except (OSError, ValueError):
+        """summary.json; none yet reads as empty, a damaged one is an error naming it."""
+        path = self.path / SUMMARY
+        if not path.exists():
             return {}
+        try:
+            summary = json.loads(read_text(path, "summary"))
+        except ValueError as exc:
+            raise UserError(f"summary {path}: not valid JSON ({exc}); delete it to rebuild it") from None
+        shapes = {"steps": list, "thresholds": list, "usl": dict, "knee": dict, "recommendation": dict}
+        if not isinstance(summary, dict):
+            raise UserError(f"summary {path}: expected a JSON object; delete it to rebuild it")
+        for key, kind in shapes.items():
+            value = summary.get(key)
+            if value is not None and (
+                not isinstance(value, kind) or (kind is list and not all(isinstance(v, dict) for v in value))
+            ):
+                raise UserError(f"summary {path}: {key} is damaged; delete it to rebuild it")
+        return summary
 
 
 def summarize(
@@ -216,7 +385,7 @@ def summarize(
         "verdict": verdict(checks),
         "knee": knee,
         "max_rps_users": next((s["users"] for s in steps if s.get("rps") == max_rps), None),
-        "recommendation": analysis.recommendation(steps, knee["users"], p95_gate),
+        "recommendation": analysis.recommendation(steps, knee["users"], p95_gate, checks),
         "complete": len(steps) >= planned_steps and interrupted is None,
         "planned_steps": planned_steps,
         "finished_steps": len(steps),

@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ import psutil
 
 from loadlab.console import UserError
 from loadlab.grafana import StepAnnotator
+from loadlab.lab import Host, Lab
+from loadlab.remote import RemoteHosts
 from loadlab.sweep import resources as res
 from loadlab.sweep.diagnosis import diagnose
 from loadlab.sweep.lab_view import LabView
 from loadlab.sweep.locust_driver import WORKER_REPORT_INTERVAL, EndpointStats, LocalLocust, LocustWeb
 from loadlab.sweep.progress import SweepProgress
+from loadlab.sweep.resource_model import step_figures
 from loadlab.sweep.results import RunDir, git_revision, now_iso, summarize, versions
 from loadlab.sweep.spec import SweepSpec
 
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
 POLL = 0.5
+CLOCK_WARN_MS = 50.0  # a host clock further off than this shifts step windows and log slices on it
 STATS_CACHE = 2.0  # seconds Locust's web UI caches /stats/requests (locust.web.DEFAULT_CACHE_TIME)
 # Locust's live figures on the terminal: current rps and p95 over its last ~10 s.
 _LIVE_P95 = "response_time_percentile_0.95"
@@ -84,6 +89,11 @@ class SweepPlan:
                 "path": str(Path(self.lab.inventory).resolve()) if self.lab.inventory else None,
                 "nginx": [f"{a}:{p}" for a, p in self.lab.nginx],
                 "locust_web_url": self.lab.locust_web_url,
+                "locust_master": {
+                    "host": self.lab.locust_master,
+                    "web": f"127.0.0.1:{self.lab.locust_web_port}",
+                    "through_ssh": self.lab.locust_master is not None and self.lab.locust_web_url is None,
+                },
                 "prometheus_url": self.lab.prometheus_url,
                 "error": self.lab.error,
             },
@@ -176,6 +186,7 @@ class SweepRunner:
         self.distributed = True
         self._lab_locust: tuple[float, dict[str, psutil.Process]] | None = None
         self._stopped = False
+        self._remotes: RemoteHosts | None = None
         self.progress = SweepProgress(len(self.spec.users))
         self.annotator = _Annotator(plan)
 
@@ -203,22 +214,87 @@ class SweepRunner:
             self.progress.note(f"starting Locust: 1 master, {plan.workers} workers ({plan.locustfile})")
             self.web = self.local.start()
             return
-        url = plan.lab.locust_web_url
-        if url is None:
-            raise UserError(
-                "no loadgen host of the inventory is this machine: run the sweep on the lab's loadgen host "
-                "(ansible-playbook playbooks/sweep.yml) or give --host and -f for a standalone run"
-            )
+        url = where = plan.lab.locust_web_url
+        if url is None:  # the master's web API is on its host's loopback: reach it through SSH
+            url = self._forward_to_master()
+            where = f"127.0.0.1:{plan.lab.locust_web_port} on {plan.lab.locust_master} (through SSH)"
         web = LocustWeb(url)
         if not web.answers():
             raise UserError(
-                f"the lab's Locust master does not answer at {url}: is the lab up? (loadlab status)"
+                f"the lab's Locust master does not answer at {where}: is the lab up? (loadlab status)"
             )
         stats = web.stats()
         if "workers" in stats and not stats.get("worker_count"):
-            raise UserError(f"the lab's Locust master at {url} has no workers connected")
+            raise UserError(f"the lab's Locust master at {where} has no workers connected")
         self.distributed = "workers" in stats
         self.web = web
+
+    def _remote_hosts(self) -> RemoteHosts:
+        """The lab's hosts over the remote-access layer (SSH), opened on first use, closed by run()."""
+        lab = self.plan.lab.lab
+        if lab is None:
+            raise UserError(self.plan.lab.error or "the lab's inventory could not be read")
+        if self._remotes is None:
+            self._remotes = RemoteHosts(lab)
+        return self._remotes
+
+    def _forward_to_master(self) -> str:
+        """A local URL for the Locust master's web API on another host, through an SSH forward."""
+        lab = self.plan.lab
+        remote = self._remote_hosts()[lab.locust_master or ""]
+        forward = remote.forward("127.0.0.1", lab.locust_web_port)
+        self.progress.note(
+            f"Locust master on {lab.locust_master}: web API 127.0.0.1:{lab.locust_web_port} there, "
+            f"through SSH ({remote.target}) at 127.0.0.1:{forward.port} here"
+        )
+        return f"http://127.0.0.1:{forward.port}"
+
+    def _read_clocks(self) -> None:
+        """Each host's clock against this machine's, into run.json: windows and log slices rely on them."""
+        lab = self.plan.lab.lab
+        if self.plan.mode != "lab" or lab is None:
+            return
+        remotes = self._remote_hosts()
+
+        def read(host: Host) -> dict[str, Any]:
+            try:
+                reading = remotes[host].clock_offset()
+            except UserError as exc:
+                return {"error": str(exc)}
+            return {"offset_ms": round(reading.offset * 1000, 1), "rtt_ms": round(reading.rtt * 1000, 1)}
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            hosts = dict(zip(lab.hosts, pool.map(read, lab.hosts.values()), strict=True))
+        run = self.run_dir.read_run()
+        run["clocks"] = {"measured_at": now_iso(), "warn_above_ms": CLOCK_WARN_MS, "hosts": hosts}
+        self.run_dir.write_run(run)
+        off = [
+            f"{name} {h['offset_ms']:+.0f} ms"
+            for name, h in hosts.items()
+            if abs(h.get("offset_ms") or 0.0) > CLOCK_WARN_MS
+        ]
+        if off:
+            self.progress.note(
+                f"warning: host clocks differ from this machine's by over {CLOCK_WARN_MS:g} ms "
+                f"({', '.join(off)}): step windows and log slices on them are off by as much"
+            )
+        lost = sorted(name for name, h in hosts.items() if "error" in h)
+        if lost:
+            self.progress.note(f"clock not read on {', '.join(lost)}: not reachable over SSH")
+
+    def _collect_hosts(self) -> None:
+        """`loadlab collect` at the end of a lab run: best effort, it never changes the sweep's outcome."""
+        if self.plan.mode != "lab" or self.plan.lab.lab is None:
+            return
+        from loadlab.collect import HOSTS_DIR, collect_run
+
+        self.progress.note(
+            f"collecting each host's logs, sockets and configs into {self.plan.out / HOSTS_DIR}"
+        )
+        try:
+            collect_run(self.plan.out, self.plan.lab.inventory, note=self.progress.note)
+        except Exception as exc:  # noqa: BLE001 - the run's figures stand without the hosts' folders
+            self.progress.note(f"hosts not collected ({exc}); later: loadlab collect {self.plan.out}")
 
     def _locust_procs(self) -> dict[str, psutil.Process]:
         if self.local is not None:
@@ -235,8 +311,15 @@ class SweepRunner:
     def _setup_resources(self) -> str:
         plan = self.plan
         lab = plan.lab
+        inventory = lab.lab  # the inventory's hosts (None without one)
         if plan.mode == "lab" and lab.prometheus_url:
-            prom = res.PrometheusWindow(lab.prometheus_url, plan.port, lab.scrape_interval)
+            prom = res.PrometheusWindow(
+                lab.prometheus_url,
+                plan.port,
+                lab.scrape_interval,
+                loadgen_hosts=[h.name for h in inventory.group("loadgen")] if inventory else None,
+                lb_hosts=[h.name for h in inventory.group("lb")] if inventory else None,
+            )
             if prom.ready() and prom.covers(self.window):
                 self.prometheus = prom
                 return f"Prometheus at {lab.prometheus_url}"
@@ -244,13 +327,15 @@ class SweepRunner:
         host = urlsplit(plan.host).hostname or ""
         local_target = res.is_local_address(host)
         collectors: list[Any] = []
+        app_metrics: dict[str, str] = {}
         if plan.mode == "lab":
             ports = lab.local_ports()
             target_ports = {p: n for p, n in ports.items() if n == "nginx" or n.startswith("app-")}
             other_ports = {p: n for p, n in ports.items() if p not in target_ports}
             collectors = _exporter_collectors(lab)
+            app_metrics = _local_app_metrics(inventory)
         else:
-            target_ports = {plan.port: f"target:{plan.port}"} if local_target else {}
+            target_ports = {plan.port: f"target-{plan.port}"} if local_target else {}
             other_ports = {}
         self.sampler = res.Sampler(
             plan.port,
@@ -258,6 +343,9 @@ class SweepRunner:
             target=_CachedListeners(target_ports),
             others=_CachedListeners(other_ports),
             collectors=collectors,
+            host=res.this_host(inventory),
+            count_server_sockets=local_target,
+            app_metrics=app_metrics,
         )
         return "in-process sampling" + (" with the lab exporter's collectors" if collectors else "")
 
@@ -376,9 +464,7 @@ class SweepRunner:
             if total is not None
             else _figures(EndpointStats("", "", 0, 0, None, None), window)
         )
-        sockets = (figures.get("client_sockets") or {}).get("median")
-        loadgen = figures.get("loadgen_cpu") or {}
-        target = figures.get("target_cpu") or {}
+        scalars = step_figures(figures)
         step: dict[str, Any] = {
             "index": index,
             "users": users,
@@ -392,11 +478,14 @@ class SweepRunner:
             "requests": agg["requests"],
             "failures": agg["failures"],
             "fail_ratio": agg["fail_ratio"],
-            "client_sockets": (int(sockets) if float(sockets).is_integer() else sockets)
-            if sockets is not None
-            else None,
-            "loadgen_cpu": round(max(loadgen.values()), 3) if loadgen else None,
-            "target_cpu": round(sum(target.values()), 3) if target else None,
+            "client_sockets": scalars["client_sockets"],
+            "server_sockets": scalars["server_sockets"],
+            "loadgen_cpu": scalars["loadgen_cpu"],
+            "loadgen_cpu_busiest": scalars["loadgen_cpu_busiest"],
+            "loadgen_cpu_busiest_host": scalars["loadgen_cpu_busiest_host"],
+            "target_cpu": scalars["target_cpu"],
+            "target_cpu_busiest": scalars["target_cpu_busiest"],
+            "target_cpu_busiest_host": scalars["target_cpu_busiest_host"],
             "window_s": window,
             "warmup_s": self.warmup,
             "window_start": round(t0, 3),
@@ -405,7 +494,7 @@ class SweepRunner:
             "errors": errors,
             "resources": figures,
         }
-        codes, evidence = diagnose(step, self.steps)
+        codes, evidence = diagnose(step, [s for s in self.steps if s["index"] < index])
         step["diagnosis"] = codes
         step["diagnosis_evidence"] = evidence
         return step
@@ -423,6 +512,7 @@ class SweepRunner:
         interrupted: str | None = None
         with _signals_raise():
             try:
+                self._read_clocks()
                 self._connect_locust()
                 source = self._setup_resources()
                 self.progress.note(
@@ -431,9 +521,11 @@ class SweepRunner:
                     f"window {self.window:g}s after {self.warmup:g}s warm-up, resources from {source}"
                 )
                 with self.progress:
-                    for index in range(len(self.steps), len(self.spec.users)):
+                    done = {s["index"] for s in self.steps}  # a resumed run measures the steps it lacks
+                    for index in [i for i in range(len(self.spec.users)) if i not in done]:
                         step = self._measure(index, self.spec.users[index])
                         self.steps.append(step)
+                        self.steps.sort(key=lambda s: s["index"])
                         self.run_dir.append_step(step, self.steps)
                         self.write_summary()
                         self.progress.step_done(step)
@@ -442,6 +534,7 @@ class SweepRunner:
             except UserError as exc:
                 self._shutdown()
                 self.write_summary(f"error: {exc}")
+                self._collect_hosts()
                 if self.steps:
                     raise UserError(
                         f"{exc} ({len(self.steps)} finished steps kept in {self.plan.out}; "
@@ -450,7 +543,14 @@ class SweepRunner:
                 raise
             finally:
                 self._shutdown()
-        return self.write_summary(interrupted), interrupted
+                if self._remotes is not None:
+                    self._remotes.close()
+        summary = self.write_summary(interrupted)
+        if interrupted is None:
+            self._collect_hosts()
+        elif self.plan.mode == "lab":
+            self.progress.note(f"hosts not collected (interrupted); later: loadlab collect {self.plan.out}")
+        return summary, interrupted
 
     def _shutdown(self) -> None:
         """Stop the users and the Locust this sweep started; safe to call twice."""
@@ -497,6 +597,18 @@ class _CachedListeners:
                             seen[child.pid] = child
             out[name] = list(seen.values())
         return out
+
+
+def _local_app_metrics(inventory: Lab | None) -> dict[str, str]:
+    """app-PORT -> /metrics URL of each app instance on this machine (their DB pool figures)."""
+    if inventory is None:
+        return {}
+    return {
+        f"app-{port}": f"http://{h.address}:{port}/metrics"
+        for h in inventory.group("app")
+        if res.is_local_address(h.address)
+        for port in h.app_ports()
+    }
 
 
 def _exporter_collectors(lab: LabView) -> list[Any]:

@@ -27,12 +27,14 @@ from typing import Any
 import yaml
 
 from loadlab.console import UserError
+from loadlab.inputs import finite_number, parse_url, read_text
 from loadlab.sweep.thresholds import Threshold, parse_threshold
 
 DEFAULT_STEP_TIME = 30.0
 DEFAULT_WARMUP = 5.0
 DEFAULT_SPAWN_RATE = 10.0
 MAX_USERS = 100_000
+MAX_DURATION = 24 * 3600.0  # longer than a day for one step or warm-up is a typo, not a plan
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
@@ -42,7 +44,7 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
     if isinstance(text, bool):
         raise UserError(f"{what}: expected a duration like 30s or 2m, got {text!r}")
     if isinstance(text, int | float):
-        seconds = float(text)
+        seconds = finite_number(text, what, what="a duration like 30s or 2m")
     else:
         raw = str(text).strip().lower()
         if re.fullmatch(r"\d+(\.\d+)?", raw):
@@ -55,6 +57,8 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
             seconds = sum(float(n) * scale[u] for n, u in parts)
     if seconds < 0:
         raise UserError(f"{what}: must not be negative, got {text!r}")
+    if not seconds <= MAX_DURATION:
+        raise UserError(f"{what}: {text!r} is longer than {MAX_DURATION / 3600:g}h")
     return seconds
 
 
@@ -114,16 +118,20 @@ class SweepSpec:
 
     def validate(self) -> SweepSpec:
         """Refuse a spec that cannot run, with one line naming the field."""
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise UserError(f"name: {self.name!r} must be letters, digits, '.', '_' or '-'")
+        parse_users(list(self.users))
+        self.step_time = parse_duration(self.step_time, "step_time")
+        self.warmup = parse_duration(self.warmup, "warmup")
         if self.step_time < 1:
             raise UserError(f"step_time: must be at least 1s, got {self.step_time:g}s")
-        if self.spawn_rate <= 0:
-            raise UserError(
-                f"spawn_rate: must be a positive number of users per second, got {self.spawn_rate:g}"
-            )
-        if self.workers is not None and self.workers < 1:
-            raise UserError(f"workers: must be at least 1, got {self.workers}")
+        self.spawn_rate = finite_number(
+            self.spawn_rate, "spawn_rate", above=0, what="a positive number of users per second"
+        )
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
+        ):
+            raise UserError(f"workers: must be a whole number, at least 1, got {self.workers!r}")
         for expr in self.thresholds:
             threshold = parse_threshold(expr)
             if threshold.at_users is not None and threshold.at_users not in self.users:
@@ -134,10 +142,8 @@ class SweepSpec:
         for cls in self.user_classes:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cls):
                 raise UserError(f"user_classes: {cls!r} is not a Python class name")
-        if self.target is not None and self.target != "lab" and not re.match(r"https?://[^/]+", self.target):
-            raise UserError(
-                f"target: expected 'lab' or a URL like http://127.0.0.1:8080, got {self.target!r}"
-            )
+        if self.target is not None and self.target != "lab":
+            parse_url(self.target, "target")
         return self
 
 
@@ -158,19 +164,14 @@ _SPEC_FIELDS = {
 
 def _as_str_list(value: Any, key: str) -> list[str]:
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise UserError(f"{key}: expected a list of strings, got {value!r}")
-
-
-def _as_number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise UserError(f"{key}: expected a number, got {value!r}")
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"{key}: expected a number, got {value!r}") from None
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value]
+    else:
+        raise UserError(f"{key}: expected a list of strings, got {value!r}")
+    if not all(items) or (isinstance(value, str) and not items):
+        raise UserError(f"{key}: {value!r} holds an empty name")
+    return items
 
 
 def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
@@ -186,7 +187,9 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
     if "warmup" in data:
         spec.warmup = parse_duration(data["warmup"], "warmup")
     if "spawn_rate" in data:
-        spec.spawn_rate = _as_number(data["spawn_rate"], "spawn_rate")
+        spec.spawn_rate = finite_number(
+            data["spawn_rate"], "spawn_rate", above=0, what="a positive number of users per second"
+        )
     if "user_classes" in data:
         spec.user_classes = _as_str_list(data["user_classes"], "user_classes")
     if "thresholds" in data:
@@ -195,6 +198,8 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
         if not isinstance(data["target"], str):
             raise UserError(f"target: expected 'lab' or a URL, got {data['target']!r}")
         spec.target = data["target"]
+    if "name" in data and (not isinstance(data["name"], str) or not data["name"]):
+        raise UserError(f"name: expected letters, digits, '.', '_' or '-', got {data['name']!r}")
     if data.get("locustfile") is not None:
         if not isinstance(data["locustfile"], str):
             raise UserError(f"locustfile: expected a path, got {data['locustfile']!r}")
@@ -211,10 +216,7 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
 
 def load_spec(path: Path) -> SweepSpec:
     """Read a spec file (scripts/sweeps/NAME.yml); every bad field is one line and exit 2."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read spec {path}: {exc.strerror or exc}") from None
+    text = read_text(path, "spec")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -224,7 +226,7 @@ def load_spec(path: Path) -> SweepSpec:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of spec fields (users, step_time, ...)")
     try:
-        spec = spec_from_mapping(data, path.stem)
+        spec = spec_from_mapping(data, path.stem).validate()
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
     if spec.locustfile:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadlab.console import UserError
+from loadlab.inputs import finite_number
 
 # metric in the expression -> field of a step record
 METRICS = {
@@ -53,17 +54,20 @@ class Threshold:
 
 def parse_threshold(expr: str) -> Threshold:
     """Parse one expression; a typo is a user error naming the expression."""
-    m = _EXPR.match(expr)
+    m = _EXPR.match(expr) if isinstance(expr, str) else None
     if not m:
         raise UserError(
             f"threshold {expr!r}: expected METRIC<VALUE[@USERS], "
             "e.g. 'p95<200ms', 'rps>100', 'fail_ratio<0.01'"
         )
     metric, op, unit = m["metric"], m["op"], m["unit"]
-    value = float(m["value"])
+    value = finite_number(m["value"], f"threshold {expr!r}")
     if metric not in METRICS:
         raise UserError(f"threshold {expr!r}: unknown metric {metric!r} (known: {', '.join(METRICS)})")
     if metric in _LATENCY:
+        if unit is None:
+            fix = f"{m['metric']}{op}{m['value']}ms"
+            raise UserError(f"threshold {expr!r}: give latency a unit: write {fix} (or s)")
         if unit == "%":
             raise UserError(f"threshold {expr!r}: latency is in ms or s, not %")
         value = value * 1000.0 if unit == "s" else value

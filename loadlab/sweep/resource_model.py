@@ -1,0 +1,205 @@
+"""One model of what the machines did in a step's window, whoever read it (Prometheus or in-process sampling).
+
+Every figure keeps the host it was measured on. Processes are keyed `host/process` (`target2/app-8003`,
+`loadgen1/locust-worker-2`), so the same process group on two hosts never merges; host figures (CPU share of
+that host's own cores, cores, memory) and connection figures (PostgreSQL, Redis, nginx, each app instance's
+DB pool) are keyed by host too. A step's resources are this model's `to_dict()`; the per-step scalars of
+summary.json (`loadgen_cpu`, `target_cpu` and the busiest process and host beside them) are derived from it
+by `step_figures`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+LOADGEN, TARGET, DATA, OTHER = "loadgen", "target", "data", "other"
+# process group name -> role; the target is what load is aimed at (nginx and the app instances)
+_ROLES = (
+    (re.compile(r"^locust(-|$)"), LOADGEN),
+    (re.compile(r"^(nginx|app-\d+|target-\d+)$"), TARGET),
+    (re.compile(r"^(postgres|redis)$"), DATA),
+)
+
+
+def role_of(process: str) -> str:
+    """What a process group is in the lab: the load generator, the target, its data stores, or other."""
+    return next((role for rx, role in _ROLES if rx.search(process)), OTHER)
+
+
+def key(host: str, process: str) -> str:
+    """The one name of a process across the lab: `host/process`."""
+    return f"{host}/{process}"
+
+
+def host_of(name: str) -> str:
+    """The host part of a `host/process` key."""
+    return name.split("/", 1)[0]
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+@dataclass
+class HostFigures:
+    """One host in the window: busy share of its own cores, its cores, its memory."""
+
+    cpu: float | None = None  # share 0..1 of the host's cores that was busy
+    cores: float | None = None
+    memory_total_bytes: float | None = None
+    memory_used_bytes: float | None = None  # peak in the window
+    cpu_from: str | None = None  # "cgroup": the host's own processes; "machine": the whole machine
+    shared_machine: bool = False  # the host shares its machine's cores with other lab hosts
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "cpu": _r(self.cpu),
+            "cores": self.cores,
+            "memory_total_bytes": self.memory_total_bytes,
+            "memory_used_bytes": self.memory_used_bytes,
+            "cpu_from": self.cpu_from,
+            "shared_machine": self.shared_machine,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass
+class SocketFigures:
+    """Established TCP sockets at the target port in the window: median of the total, and per host."""
+
+    median: float | None = None
+    min: float | None = None
+    max: float | None = None
+    samples: int | None = None
+    hosts: dict[str, float] = field(default_factory=dict)  # host -> median on that host
+
+    def to_dict(self) -> dict[str, Any] | None:
+        if self.median is None and not self.hosts:
+            return None
+        out = {"median": self.median, "min": self.min, "max": self.max, "samples": self.samples}
+        out = {k: v for k, v in out.items() if v is not None}
+        out["hosts"] = dict(sorted(self.hosts.items()))
+        return out
+
+
+@dataclass
+class Resources:
+    """A step's resources, host by host; both readers fill the same fields."""
+
+    source: str  # "prometheus" or "sampled"
+    seconds: float
+    hosts: dict[str, HostFigures] = field(default_factory=dict)
+    # host/process -> {"cpu": cores, "role": ..., "runnable": share of the window it ran or waited to run,
+    # "fds_limit_ratio": peak share of its open-files limit one of its processes held}
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    client_sockets: SocketFigures = field(default_factory=SocketFigures)  # on the loadgen hosts
+    server_sockets: SocketFigures = field(default_factory=SocketFigures)  # on the lb hosts
+    postgres: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # host -> connections, max_connections
+    redis: dict[str, dict[str, float]] = field(default_factory=dict)  # host -> clients, maxclients
+    nginx: dict[str, dict[str, float]] = field(default_factory=dict)  # host -> active
+    db_pool: dict[str, dict[str, float | None]] = field(
+        default_factory=dict
+    )  # host/app-PORT -> in_use_avg, size
+    # host -> ephemeral_ports_used_ratio (peak), time_wait (peak), listen_overflows (new in the window)
+    tcp: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def host(self, name: str) -> HostFigures:
+        """The host's figures, created on first use."""
+        return self.hosts.setdefault(name, HostFigures())
+
+    def add_process(self, host: str, process: str, cpu: float, **extra: Any) -> None:
+        """One process (group) on one host; the same name on another host stays apart."""
+        self.processes[key(host, process)] = {"cpu": _r(cpu), "role": role_of(process), **extra}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step's `resources` in steps.jsonl and summary.json."""
+        out: dict[str, Any] = {
+            "source": self.source,
+            "seconds": round(self.seconds, 2),
+            "shared_machine": any(h.shared_machine for h in self.hosts.values()),
+            "hosts": {h: f.to_dict() for h, f in sorted(self.hosts.items())},
+            "processes": dict(sorted(self.processes.items())),
+            "client_sockets": self.client_sockets.to_dict(),
+            "server_sockets": self.server_sockets.to_dict(),
+            "postgres": dict(sorted(self.postgres.items())),
+            "redis": dict(sorted(self.redis.items())),
+            "nginx": dict(sorted(self.nginx.items())),
+            "db_pool": dict(sorted(self.db_pool.items())),
+            "tcp": dict(sorted(self.tcp.items())),
+        }
+        return {k: v for k, v in out.items() if v is not None and v != {}}
+
+
+# -- reading a step's resources (the dict form, as steps.jsonl holds it) -------------------------------------
+
+
+def processes(resources: Mapping[str, Any], role: str) -> dict[str, float]:
+    """host/process -> cores, for the processes of one role."""
+    return {
+        name: float(p.get("cpu") or 0.0)
+        for name, p in (resources.get("processes") or {}).items()
+        if p.get("role") == role
+    }
+
+
+def busiest_process(resources: Mapping[str, Any], role: str) -> dict[str, Any] | None:
+    """The process of a role that used the most CPU: {"process": "loadgen1/locust-worker-2", "cpu": 0.91}."""
+    cpu = processes(resources, role)
+    if not cpu:
+        return None
+    name = max(sorted(cpu), key=lambda n: cpu[n])
+    return {"process": name, "cpu": _r(cpu[name])}
+
+
+def per_host(resources: Mapping[str, Any], role: str) -> dict[str, float]:
+    """host -> cores the processes of one role used on it."""
+    out: dict[str, float] = {}
+    for name, cores in processes(resources, role).items():
+        out[host_of(name)] = out.get(host_of(name), 0.0) + cores
+    return out
+
+
+def host_cores(resources: Mapping[str, Any], host: str) -> float | None:
+    """The host's own cores, as its exporter (or this machine) reported them."""
+    return ((resources.get("hosts") or {}).get(host) or {}).get("cores")
+
+
+def busiest_host(resources: Mapping[str, Any], role: str) -> dict[str, Any] | None:
+    """The host whose processes of a role used the largest share of that host's own cores:
+    {"host": "target1", "cpu": 0.8, "cores": 2, "share": 0.4}."""
+    used = per_host(resources, role)
+    if not used:
+        return None
+    rows = []
+    for host, cores_used in used.items():
+        cores = host_cores(resources, host)
+        share = cores_used / cores if cores else None
+        rows.append({"host": host, "cpu": _r(cores_used), "cores": cores, "share": _r(share)})
+    return max(sorted(rows, key=lambda r: r["host"]), key=lambda r: (r["share"] or 0.0, r["cpu"] or 0.0))
+
+
+def _whole(x: float | None) -> float | int | None:
+    if x is None:
+        return None
+    return int(x) if float(x).is_integer() else x
+
+
+def step_figures(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-step scalars of summary.json: CPU totals in cores over all hosts, with the busiest process
+    and host beside them, and the median total of client and server sockets at the target port."""
+    loadgen, target = processes(resources, LOADGEN), processes(resources, TARGET)
+    return {
+        "client_sockets": _whole((resources.get("client_sockets") or {}).get("median")),
+        "server_sockets": _whole((resources.get("server_sockets") or {}).get("median")),
+        "loadgen_cpu": _r(sum(loadgen.values())) if loadgen else None,
+        "loadgen_cpu_busiest": busiest_process(resources, LOADGEN),
+        "loadgen_cpu_busiest_host": busiest_host(resources, LOADGEN),
+        "target_cpu": _r(sum(target.values())) if target else None,
+        "target_cpu_busiest": busiest_process(resources, TARGET),
+        "target_cpu_busiest_host": busiest_host(resources, TARGET),
+    }

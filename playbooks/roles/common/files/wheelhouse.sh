@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Controller side of the remote install: the project's wheel and every dependency it needs, as wheels, in
+# one tar that lab hosts install from with no package registry (air-gapped hosts are common in real labs).
+#
+#   wheelhouse.sh PYTHON HOST_PYTHON PROJECT_DIR OUT_DIR
+#
+# Versions are pinned to what PYTHON's environment has (the controller's venv, where the tests ran), so
+# every host runs what the controller runs. Dependencies are resolved by HOST_PYTHON (the interpreter the
+# hosts' virtualenvs are made with, /usr/bin/python3 of the same Debian release), so markers such as
+# `python_full_version < "3.11.3"` are read as a host reads them. The tar is rewritten only when its content changed: the same
+# sources give the same bytes, so a rerun of the playbook copies nothing.
+set -euo pipefail
+python="$1" host_python="$2" project="$3" out="$4"
+wheels="$out/wheelhouse"
+mkdir -p "$wheels"
+export SOURCE_DATE_EPOCH=315532800 PIP_DISABLE_PIP_VERSION_CHECK=1
+constraints="$out/constraints.txt"
+"$python" -m pip freeze --exclude-editable | grep -v '^loadlab[= ]' >"$constraints.new"
+mv "$constraints.new" "$constraints"
+log="$out/wheelhouse.log"
+fail() { echo "wheelhouse: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
+resolver="$out/resolver-venv"
+if [ ! -x "$resolver/bin/python" ]; then
+  "$host_python" -m venv "$resolver" >"$log" 2>&1 || fail "cannot make a virtualenv with $host_python"
+fi
+rm -f "$wheels"/loadlab-*.whl
+"$python" -m pip wheel --no-deps --wheel-dir "$wheels" "$project" >"$log" 2>&1 ||
+  fail "cannot build the project's wheel"
+project_wheel="$(ls "$wheels"/loadlab-*.whl)"
+# Offline first (everything already here); the registry only for what is missing.
+if ! "$resolver/bin/python" -m pip wheel --no-index --find-links "$wheels" --constraint "$constraints" \
+  --wheel-dir "$wheels" "$project_wheel" >>"$log" 2>&1; then
+  "$resolver/bin/python" -m pip wheel --prefer-binary --find-links "$wheels" --constraint "$constraints" \
+    --wheel-dir "$wheels" "$project_wheel" >>"$log" 2>&1 || fail "cannot fetch the dependencies' wheels"
+fi
+tar --sort=name --mtime=@315532800 --owner=0 --group=0 --numeric-owner \
+  -C "$out" -cf "$out/wheelhouse.tar.new" wheelhouse
+if cmp -s "$out/wheelhouse.tar.new" "$out/wheelhouse.tar"; then
+  rm "$out/wheelhouse.tar.new"
+  echo "wheelhouse unchanged: $out/wheelhouse.tar"
+else
+  mv "$out/wheelhouse.tar.new" "$out/wheelhouse.tar"
+  echo "wheelhouse updated: $out/wheelhouse.tar"
+fi

@@ -1,0 +1,357 @@
+"""The per-host resource model: figures keep their host, from either reader.
+
+The model's own rules run on hand-written steps. PrometheusWindow is checked against Debian's Prometheus
+scraping six /metrics endpoints on loopback that stand for the hosts of a multi-host lab (two target hosts
+with the same app and nginx group names, two loadgen hosts with the same worker names, a data host), each
+labelled with its inventory host as the lab's scrape config does. Their counters grow at known rates, so
+the expected figures are known. The Sampler is checked on this machine with a real busy process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from loadlab.sweep import resource_model as model
+from loadlab.sweep.diagnosis import diagnose
+from loadlab.sweep.resources import PrometheusWindow, Sampler
+from tests.servers import free_port, terminate
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+SCRAPE = 1.0
+
+
+def two_target_hosts() -> model.Resources:
+    """target1 (2 cores) and target2 (4 cores) both run nginx and app-8001; two loadgen hosts run
+    locust-worker-1."""
+    r = model.Resources("prometheus", 30.0)
+    r.host("target1").cores = 2
+    r.host("target2").cores = 4
+    r.host("loadgen1").cores = 2
+    r.host("loadgen2").cores = 2
+    r.add_process("target1", "nginx", 0.3)
+    r.add_process("target1", "app-8001", 0.8)
+    r.add_process("target1", "app-8002", 0.7)
+    r.add_process("target2", "nginx", 0.1)
+    r.add_process("target2", "app-8001", 0.9)
+    r.add_process("loadgen1", "locust-master", 0.05)
+    r.add_process("loadgen1", "locust-worker-1", 0.4)
+    r.add_process("loadgen1", "locust-worker-2", 0.91)
+    r.add_process("loadgen2", "locust-worker-1", 0.5)
+    return r
+
+
+def test_the_same_group_on_two_hosts_never_merges() -> None:
+    res = two_target_hosts().to_dict()
+    assert res["processes"]["target1/app-8001"]["cpu"] == 0.8
+    assert res["processes"]["target2/app-8001"]["cpu"] == 0.9
+    assert res["processes"]["loadgen1/locust-worker-1"]["cpu"] == 0.4
+    assert res["processes"]["loadgen2/locust-worker-1"]["cpu"] == 0.5
+    assert "app-8001" not in res["processes"] and "locust-worker-1" not in res["processes"]
+    assert {p["role"] for n, p in res["processes"].items() if "locust" in n} == {"loadgen"}
+    assert {res["processes"][n]["role"] for n in ("target1/nginx", "target2/app-8001")} == {"target"}
+
+
+def test_step_figures_are_totals_with_the_busiest_process_and_host_beside_them() -> None:
+    figures = model.step_figures(two_target_hosts().to_dict())
+    assert figures["loadgen_cpu"] == pytest.approx(0.05 + 0.4 + 0.91 + 0.5)
+    assert figures["loadgen_cpu_busiest"] == {"process": "loadgen1/locust-worker-2", "cpu": 0.91}
+    assert figures["loadgen_cpu_busiest_host"]["host"] == "loadgen1"
+    assert figures["target_cpu"] == pytest.approx(0.3 + 0.8 + 0.7 + 0.1 + 0.9)
+    assert figures["target_cpu_busiest"] == {"process": "target2/app-8001", "cpu": 0.9}
+    # target1 burns 1.8 of its 2 cores, target2 1.0 of its 4: target1 is the busier host for its cores.
+    assert figures["target_cpu_busiest_host"] == {"host": "target1", "cpu": 1.8, "cores": 2, "share": 0.9}
+
+
+def _step(resources: dict, **kw) -> dict:
+    step = {"index": 0, "users": 20, "rps": 100.0, "p50_ms": 50, "p95_ms": 60, "avg_ms": 50.0}
+    step.update(kw, fail_ratio=0.0, resources=resources)
+    return step
+
+
+def test_target_cpu_is_compared_with_each_hosts_own_cores() -> None:
+    r = model.Resources("prometheus", 30.0)
+    r.host("target1").cores = 2
+    r.host("target2").cores = 4
+    for host in ("target1", "target2"):  # 1.8 cores of target processes on each host
+        r.add_process(host, "nginx", 0.6)
+        r.add_process(host, "app-8001", 0.6)
+        r.add_process(host, "app-8002", 0.6)
+    codes, evidence = diagnose(_step(r.to_dict()), [])
+    # Summed over hosts 3.6 cores would look like neither host; per host only target1 (2 cores) is full.
+    assert codes == ["target_cpu_bound"]
+    found = evidence["target_cpu_bound"]
+    assert found["host"] == "target1" and found["cores"] == 2 and found["target_cpu"] == 1.8
+    assert found["process"].startswith("target1/")
+    r.host("target1").cores = 4
+    assert diagnose(_step(r.to_dict()), [])[0] == ["ok"]
+
+
+def test_diagnosis_names_host_and_process() -> None:
+    res = two_target_hosts().to_dict()
+    codes, evidence = diagnose(_step(res), [])
+    assert codes == ["generator_cpu_bound", "target_cpu_bound"]
+    assert evidence["generator_cpu_bound"]["process"] == "loadgen1/locust-worker-2"
+    assert evidence["generator_cpu_bound"]["host"] == "loadgen1"
+    assert evidence["target_cpu_bound"]["process"] == "target2/app-8001"
+    assert evidence["target_cpu_bound"]["host"] == "target2"
+
+
+def test_a_full_loadgen_host_is_generator_bound_unless_it_shares_its_machine() -> None:
+    r = model.Resources("prometheus", 30.0)
+    loadgen = r.host("loadgen2")
+    loadgen.cores, loadgen.cpu = 2, 0.97  # four workers on two cores: none reaches a full core
+    for n in range(1, 5):
+        r.add_process("loadgen2", f"locust-worker-{n}", 0.47)
+    codes, evidence = diagnose(_step(r.to_dict()), [])
+    assert codes == ["generator_cpu_bound"]
+    assert evidence["generator_cpu_bound"]["host"] == "loadgen2"
+    assert evidence["generator_cpu_bound"]["host_cpu"] == 0.97
+    # A test host's CPU share is its whole machine's: no process figure blames the generator there, but the
+    # machine itself is full, and is named as the shared machine.
+    loadgen.shared_machine = True
+    codes, evidence = diagnose(_step(r.to_dict()), [])
+    assert codes == ["host_cpu_saturated"]
+    assert evidence["host_cpu_saturated"]["host"] == "shared machine (loadgen2)"
+    assert r.to_dict()["shared_machine"] is True
+
+
+def test_db_figures_keep_their_host() -> None:
+    r = model.Resources("prometheus", 30.0)
+    r.postgres["data1"] = {"connections": 96, "max_connections": 100}
+    r.db_pool["target2/app-8003"] = {"in_use_avg": 1.0, "size": 5}
+    codes, evidence = diagnose(_step(r.to_dict()), [])
+    assert codes == ["db_connections_saturated"] and evidence["db_connections_saturated"]["host"] == "data1"
+    r.postgres["data1"]["connections"] = 10
+    r.db_pool["target2/app-8003"]["in_use_avg"] = 4.9
+    codes, evidence = diagnose(_step(r.to_dict()), [])
+    assert evidence["db_connections_saturated"]["process"] == "target2/app-8003"
+
+
+# -- PrometheusWindow against a real Prometheus ------------------------------------------------------------
+
+T0 = time.time()
+
+
+def _exporter_text(cores: int, busy: float, groups: dict[str, float], extra: str = "") -> Callable[[], str]:
+    """An exporter's /metrics whose counters grow at fixed rates: `busy` cores of the host, group CPU."""
+
+    def text() -> str:
+        t = time.time() - T0
+        lines = []
+        for cpu in range(cores):
+            lines.append(f'loadlab_host_cpu_seconds_total{{cpu="{cpu}",mode="user"}} {busy / cores * t}')
+            lines.append(
+                f'loadlab_host_cpu_seconds_total{{cpu="{cpu}",mode="idle"}} {(1 - busy / cores) * t}'
+            )
+        lines += [
+            f"loadlab_host_cpus {cores}",
+            "loadlab_host_memory_total_bytes 8e9",
+            "loadlab_host_memory_available_bytes 6e9",
+            "loadlab_host_cpu_cgroup 1",
+            "loadlab_host_shared_machine 1",
+        ]
+        lines += [
+            f'loadlab_process_cpu_seconds_total{{group="{g}"}} {rate * t}' for g, rate in groups.items()
+        ]
+        return "\n".join(lines) + "\n" + extra
+
+    return text
+
+
+def _sockets(port: int, role: str, count: int) -> str:
+    return f'loadlab_tcp_sockets{{port="{port}",state="established",role="{role}"}} {count}\n'
+
+
+class _Metrics(BaseHTTPRequestHandler):
+    texts: dict[int, Callable[[], str]] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = self.texts[self.server.server_address[1]]().encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+TARGET_PORT = 8080
+
+
+@pytest.fixture(scope="module")
+def two_host_prometheus() -> Iterator[tuple[str, dict[str, int]]]:
+    """Prometheus scraping five hosts' exporters and one app instance on each of two target hosts."""
+    hosts = {
+        "target1": _exporter_text(
+            2, 1.5, {"nginx": 0.3, "app-8001": 0.6}, _sockets(TARGET_PORT, "server", 30)
+        ),
+        "target2": _exporter_text(4, 1.0, {"nginx": 0.1, "app-8001": 0.9}),
+        "loadgen1": _exporter_text(
+            2, 1.2, {"locust-master": 0.05, "locust-worker-1": 0.3, "locust-worker-2": 0.9},
+            _sockets(TARGET_PORT, "client", 20),
+        ),
+        "loadgen2": _exporter_text(
+            2, 0.6, {"locust-worker-1": 0.5, "locust-worker-2": 0.1}, _sockets(TARGET_PORT, "client", 10)
+        ),
+        "data1": _exporter_text(
+            2, 0.4, {"postgres": 0.2, "redis": 0.1},
+            'loadlab_postgres_connections{state="active"} 7\n'
+            'loadlab_postgres_connections{state="idle"} 5\n'
+            "loadlab_postgres_max_connections 100\n",
+        ),
+    }  # fmt: skip
+    apps = {
+        "target1": lambda: 'loadlab_app_db_pool_connections{state="in_use"} 5\nloadlab_app_db_pool_size 5\n',
+        "target2": lambda: 'loadlab_app_db_pool_connections{state="in_use"} 1\nloadlab_app_db_pool_size 5\n',
+    }
+    servers: list[ThreadingHTTPServer] = []
+    ports: dict[str, int] = {}
+
+    def serve(name: str, text: Callable[[], str]) -> int:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+        port = server.server_address[1]
+        _Metrics.texts[port] = text
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        ports[name] = port
+        return port
+
+    exporter_jobs = "".join(
+        f'      - targets: ["127.0.0.1:{serve(h, t)}"]\n        labels: {{host: {h}}}\n'
+        for h, t in hosts.items()
+    )
+    app_jobs = "".join(
+        f'      - targets: ["127.0.0.1:{serve("app-" + h, t)}"]\n        labels: {{host: {h}}}\n'
+        for h, t in apps.items()
+    )
+    config = (
+        f"global:\n  scrape_interval: {SCRAPE:g}s\n  scrape_timeout: {SCRAPE:g}s\nscrape_configs:\n"
+        f"  - job_name: exporter\n    static_configs:\n{exporter_jobs}"
+        f"  - job_name: app\n    static_configs:\n{app_jobs}"
+    )
+    root = Path(tempfile.mkdtemp(prefix="loadlab-prom-"))
+    (root / "prometheus.yml").write_text(config)
+    prom_port = free_port()
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=(root / "prometheus.log").open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{prom_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # every target up, then enough scrapes for a rate over the window
+            assert time.monotonic() < deadline, (root / "prometheus.log").read_text()[-2000:]
+            try:
+                result = httpx.get(
+                    f"{url}/api/v1/query", params={"query": "count(up == 1)"}, timeout=2
+                ).json()
+                if result["data"]["result"] and int(result["data"]["result"][0]["value"][1]) == 7:
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.3)
+        time.sleep(7 * SCRAPE)
+        yield url, ports
+    finally:
+        terminate(proc)
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+def test_prometheus_window_keeps_every_figure_on_its_host(two_host_prometheus) -> None:
+    url, ports = two_host_prometheus
+    window = PrometheusWindow(
+        url, TARGET_PORT, SCRAPE, loadgen_hosts=["loadgen1", "loadgen2"], lb_hosts=["target1"]
+    )
+    try:
+        end = time.time()
+        res = window.measure(end - 5, end)
+    finally:
+        window.close()
+    procs = res["processes"]
+    # The same group names on two hosts stay apart, each with its own rate.
+    assert procs["target1/app-8001"]["cpu"] == pytest.approx(0.6, rel=0.05)
+    assert procs["target2/app-8001"]["cpu"] == pytest.approx(0.9, rel=0.05)
+    assert procs["loadgen1/locust-worker-1"]["cpu"] == pytest.approx(0.3, rel=0.05)
+    assert procs["loadgen2/locust-worker-1"]["cpu"] == pytest.approx(0.5, rel=0.05)
+    assert procs["data1/postgres"]["role"] == "data"
+    # Each host's CPU share is of its own cores.
+    assert res["hosts"]["target1"]["cores"] == 2 and res["hosts"]["target2"]["cores"] == 4
+    assert res["hosts"]["target1"]["cpu"] == pytest.approx(0.75, abs=0.03)
+    assert res["hosts"]["target2"]["cpu"] == pytest.approx(0.25, abs=0.03)
+    assert res["hosts"]["loadgen1"]["cpu_from"] == "cgroup" and res["shared_machine"] is True
+    assert res["hosts"]["data1"]["memory_used_bytes"] == 2e9
+    # Client sockets on the loadgen hosts, server sockets on the lb host: they agree.
+    assert res["client_sockets"]["hosts"] == {"loadgen1": 20, "loadgen2": 10}
+    assert res["client_sockets"]["median"] == 30
+    assert res["server_sockets"]["hosts"] == {"target1": 30} and res["server_sockets"]["median"] == 30
+    assert res["postgres"] == {"data1": {"connections": 12, "max_connections": 100}}
+    assert res["db_pool"] == {
+        f"target1/app-{ports['app-target1']}": {"in_use_avg": 5, "size": 5},
+        f"target2/app-{ports['app-target2']}": {"in_use_avg": 1, "size": 5},
+    }
+    figures = model.step_figures(res)
+    assert figures["client_sockets"] == figures["server_sockets"] == 30
+    assert figures["loadgen_cpu"] == pytest.approx(0.05 + 0.3 + 0.9 + 0.5 + 0.1, rel=0.05)
+    assert figures["loadgen_cpu_busiest"]["process"] == "loadgen1/locust-worker-2"
+    assert figures["target_cpu"] == pytest.approx(0.3 + 0.6 + 0.1 + 0.9, rel=0.05)
+    assert figures["target_cpu_busiest_host"]["host"] == "target1"  # 0.9 of 2 cores beats 1.0 of 4
+    codes, evidence = diagnose(_step(res), [])
+    assert codes == ["generator_cpu_bound", "target_cpu_bound", "db_connections_saturated"]
+    assert evidence["generator_cpu_bound"]["process"] == "loadgen1/locust-worker-2"
+    assert evidence["target_cpu_bound"]["process"] == "target2/app-8001"
+    assert evidence["db_connections_saturated"]["process"] == f"target1/app-{ports['app-target1']}"
+
+
+# -- the Sampler on this machine ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_sampler_fills_the_same_model_keyed_with_this_machines_name() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        proc = psutil.Process(busy.pid)
+        sampler = Sampler(
+            free_port(),
+            locust=lambda: {"worker-1": proc},
+            target=lambda: {"nginx": [proc]},
+            interval=0.2,
+            host="lab-host-1",
+        )
+        sampler.start()
+        time.sleep(1.5)
+        res = sampler.stop()
+    finally:
+        terminate(busy)
+    assert res["source"] == "sampled"
+    assert set(res["processes"]) == {"lab-host-1/locust-worker-1", "lab-host-1/nginx"}
+    worker = res["processes"]["lab-host-1/locust-worker-1"]
+    assert worker["role"] == "loadgen" and worker["cpu"] > 0 and "runnable" in worker
+    assert set(res["hosts"]) == {"lab-host-1"}
+    host = res["hosts"]["lab-host-1"]
+    assert host["cores"] == psutil.cpu_count() and 0 <= host["cpu"] <= 1 and host["cpu_from"] == "machine"
+    assert res["client_sockets"]["hosts"] == {"lab-host-1": 0}
+    assert model.step_figures(res)["loadgen_cpu_busiest"]["process"] == "lab-host-1/locust-worker-1"
+
+
+def test_sampler_without_a_name_uses_the_hostname() -> None:
+    assert Sampler(1, locust=dict, target=dict).host == socket.gethostname()
