@@ -25,8 +25,8 @@ def _one_line(ctx: click.Context, exc: click.UsageError) -> UsageLine:
     return UsageLine(f"{ctx.command_path}: {message}")
 
 
-class OneLineCommand(click.Command):
-    """A command whose usage mistakes are one line (its --help is Click's as usual)."""
+class _OneLineUsage(click.Command):
+    """Usage mistakes in this command's own arguments become one line; asking for help stays help."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -37,18 +37,14 @@ class OneLineCommand(click.Command):
             raise _one_line(ctx, exc) from None
 
 
-class OneLineGroup(click.Group):
+class OneLineCommand(_OneLineUsage):
+    """A command whose usage mistakes are one line (its --help is Click's as usual)."""
+
+
+class OneLineGroup(_OneLineUsage, click.Group):
     """A group whose own flags, unknown subcommands and subcommands' mistakes are one line each."""
 
     command_class = OneLineCommand
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(ctx, exc) from None
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
