@@ -11,9 +11,8 @@ import pytest
 
 from loadlab.sweep.locust_driver import LocalLocust
 from tests import ssh_server
-from tests.servers import free_port
 from tests.ssh_server import SshServer
-from tests.test_sweep_run import LOCUSTFILES, STEP, Target, capacity_target, run_sweep, summary_of
+from tests.test_sweep_run import LOCUSTFILES, STEP, Target, capacity_target, lab_knobs, run_sweep, summary_of
 
 sshd = ssh_server.sshd  # the fixtures
 capacity_target = capacity_target  # noqa: PLW0127
@@ -27,15 +26,7 @@ def test_a_sweep_drives_a_master_on_another_host_through_ssh(
     web = lab_locust.start()
     try:
         knobs = {
-            "nginx_port": capacity_target.port,
-            "locust_web_port": lab_locust.web_port,
-            "locust_master_port": lab_locust.master_port,
-            "app_instances": 0,
-            "postgres_port": free_port(),
-            "redis_port": free_port(),
-            "prometheus_port": free_port(),
-            "grafana_port": free_port(),
-            "loadlab_etc_dir": str(tmp_path / "etc"),
+            **lab_knobs(capacity_target, lab_locust, tmp_path / "etc"),
             "loadlab_log_dir": str(tmp_path / "log"),
         }
         here = "localhost: {lab_address: 127.0.0.1, ansible_connection: local}"

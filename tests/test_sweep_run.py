@@ -225,6 +225,22 @@ def test_one_worker_against_fast_nginx_is_generator_cpu_bound(nginx_stub, tmp_pa
     assert "target_saturated" not in step["diagnosis"]
 
 
+def lab_knobs(target: Target, lab_locust: LocalLocust, etc_dir: Path) -> dict[str, object]:
+    """Inventory knobs for a lab of a test target and a test Locust master; every other lab port is one
+    nothing here uses, so no other lab on this machine is measured."""
+    return {
+        "nginx_port": target.port,
+        "locust_web_port": lab_locust.web_port,
+        "locust_master_port": lab_locust.master_port,
+        "app_instances": 0,
+        "postgres_port": free_port(),
+        "redis_port": free_port(),
+        "prometheus_port": free_port(),
+        "grafana_port": free_port(),
+        "loadlab_etc_dir": str(etc_dir),
+    }
+
+
 @pytest.mark.timeout(120)
 def test_lab_mode_drives_the_inventorys_master_and_nginx(capacity_target: Target, tmp_path: Path) -> None:
     """No --host: the target and the Locust master come from the inventory; the master stays up after."""
@@ -232,18 +248,8 @@ def test_lab_mode_drives_the_inventorys_master_and_nginx(capacity_target: Target
     web = lab_locust.start()
     try:
         inventory = tmp_path / "inventory.yml"
-        # Every lab group on this machine; the ports nothing else here uses, so no other lab is measured.
-        knobs = {
-            "nginx_port": capacity_target.port,
-            "locust_web_port": lab_locust.web_port,
-            "locust_master_port": lab_locust.master_port,
-            "app_instances": 0,
-            "postgres_port": free_port(),
-            "redis_port": free_port(),
-            "prometheus_port": free_port(),
-            "grafana_port": free_port(),
-            "loadlab_etc_dir": str(tmp_path),
-        }
+        # Every lab group on this machine.
+        knobs = lab_knobs(capacity_target, lab_locust, tmp_path)
         host = "{hosts: {localhost: {lab_address: 127.0.0.1, ansible_connection: local}}}"
         groups = "".join(
             f"    {g}: {host}\n" for g in ("lb", "app", "postgres", "redis", "loadgen", "monitor")
