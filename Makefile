@@ -1,5 +1,5 @@
 # The two commands a fresh Debian machine needs:
-#   make lab    install what the lab needs, bring the lab up on this machine, run a short sweep
+#   make lab    install what the lab needs, bring the lab up on this machine, search its capacity
 #   make test   install what the tests need, then lint and run every test
 SHELL := /bin/bash
 VENV ?= .venv
@@ -22,7 +22,7 @@ venv: $(VENV)/.installed
 lab: system venv
 	ansible-playbook lab.yml
 	loadlab status
-	loadlab sweep --users 5,10,20 --step-time 20s --warmup 5s
+	loadlab sweep --spec scripts/sweeps/search.yml
 
 lint: venv
 	ruff check .

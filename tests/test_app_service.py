@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -55,6 +56,27 @@ def test_every_response_names_its_instance(app):
     with app.client() as http:
         for path in ("/health", "/users/999999999", "/no-such-path", "/metrics"):
             assert http.get(path).headers["x-instance"] == "app-under-test"
+
+
+def test_cpu_work_holds_the_instances_core_for_the_asked_time(app):
+    """GET /cpu?ms=N burns N ms of the instance's CPU; two requests at once take turns on its one core."""
+    proc = psutil.Process(app.proc.pid)
+    with app.client() as http:
+        before = sum(proc.cpu_times()[:2])
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=http.get, args=("/cpu",), kwargs={"params": {"ms": 300}})
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        used = sum(proc.cpu_times()[:2]) - before
+        assert used >= 0.6, f"{used:.2f} s of CPU for two requests of 300 ms each"
+        assert elapsed >= 0.6  # one core: the second request waited for the first
+        assert http.get("/cpu", params={"ms": -1}).status_code == 422
 
 
 def test_read_through_cache_miss_then_hit_and_invalidation(app):

@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from loadlab.exporters.processes import ProcessesCollector, read_stat
@@ -110,3 +111,53 @@ def test_processes_of_another_pid_namespace_are_another_hosts(marker: str) -> No
         for proc in (inside, here):
             proc.kill()
             proc.wait()
+
+
+# A parent that forks a child with the same marker in its command line (like a PostgreSQL backend), then
+# waits; the child's pid comes back on stdout.
+FORKING = """
+import subprocess, sys, time
+time.sleep(0.05)  # start times are in clock ticks: the child must start visibly later than its parent
+child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", sys.argv[1], "--child"],
+                         stdin=subprocess.PIPE)
+print(child.pid, flush=True)
+sys.stdin.read()
+child.kill()
+"""
+
+
+def _start_time(pid: int) -> float:
+    return psutil.Process(pid).create_time()
+
+
+def test_start_time_is_the_groups_newest_process_not_its_children(marker: str) -> None:
+    """A fork inside the group (a PG backend per connection) is no restart; a new parent process is."""
+    registry = registry_of(ProcessesCollector({"pg": marker}))
+    get = registry.get_sample_value
+    assert get("loadlab_process_start_time_seconds", {"group": "pg"}) is None  # no process: no sample
+    first = subprocess.Popen(
+        [sys.executable, "-c", FORKING, marker], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child = int(first.stdout.readline())
+        assert get("loadlab_processes", {"group": "pg"}) == 2
+        assert _start_time(child) > _start_time(first.pid)
+        # psutil reads the same clock (boot time + start ticks): the parent's start, not its newer child's
+        assert get("loadlab_process_start_time_seconds", {"group": "pg"}) == pytest.approx(
+            _start_time(first.pid), abs=0.011
+        )
+        second = subprocess.Popen(
+            [sys.executable, "-c", FORKING, marker], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            second.stdout.readline()
+            # two independent processes in one group: the newer one's start is the group's
+            assert get("loadlab_process_start_time_seconds", {"group": "pg"}) == pytest.approx(
+                _start_time(second.pid), abs=0.011
+            )
+        finally:
+            second.communicate("")
+    finally:
+        first.communicate("")
+    assert get("loadlab_process_start_time_seconds", {"group": "pg"}) is None
+    assert get("loadlab_processes", {"group": "pg"}) == 0

@@ -225,6 +225,56 @@ def test_one_worker_against_fast_nginx_is_generator_cpu_bound(nginx_stub, tmp_pa
     assert "target_saturated" not in step["diagnosis"]
 
 
+@pytest.mark.timeout(300)
+def test_users_auto_finds_the_known_capacity_in_fewer_steps_than_a_linear_sweep(
+    capacity_target: Target, tmp_path: Path
+) -> None:
+    """SLOTS slots held HOLD s each: the knee is at SLOTS users, SLOTS/HOLD rps. A linear sweep of the
+    search's resolution (10% of SLOTS: one user) from 2 users measures every count up to the first bad one."""
+    spec = tmp_path / "search.yml"
+    spec.write_text("users: auto\nsearch: {start: 2, resolution: 10%}\n")
+    out = tmp_path / "run"
+    code, output = run_sweep(
+        "--host", capacity_target.url, "-f", str(LOCUSTFILES / "closed_loop.py"), "--allow-any-host",
+        "--spec", str(spec), *STEP, "--workers", "2", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    summary = summary_of(out)
+    capacity = summary["capacity"]
+    users = [s["users"] for s in summary["steps"]]
+    assert capacity["limit_found"] and capacity["narrow"], capacity
+    assert SLOTS - 1 <= capacity["users"] <= SLOTS + 1, (capacity, users)
+    assert capacity["rps"] == pytest.approx(SLOTS / HOLD, rel=0.2)
+    assert {"target_saturated", "throughput_bend"} & set(capacity["gave_out"]), capacity
+    assert not capacity["generator_limited"]
+    linear = len(range(2, capacity["first_bad_users"] + 1))
+    assert len(users) < linear, users
+    # One answer: the printed verdict, the summary's recommendation and its capacity say the same.
+    assert summary["recommendation"]["users"] == capacity["users"]
+    assert f"carries about {capacity['rps']} rps at {capacity['users']} users" in output
+    assert "step 3/?" in output
+
+
+@pytest.mark.timeout(300)
+def test_users_auto_against_a_target_beyond_the_generators_reach_blames_the_generator(
+    nginx_stub, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    code, output = run_sweep(
+        "--host", f"http://127.0.0.1:{nginx_stub.port}", "-f", str(LOCUSTFILES / "closed_loop.py"),
+        "--allow-any-host", "--users", "auto", "--max-users", "40", *STEP, "--workers", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    capacity = summary_of(out)["capacity"]
+    assert capacity["limit_found"] and capacity["generator_limited"], capacity
+    assert "generator_cpu_bound" in capacity["gave_out"]
+    assert "target_saturated" not in capacity["gave_out"]
+    assert (
+        "the target's own limit lies beyond" in capacity["text"] or "beyond the generator" in capacity["text"]
+    )
+
+
 def lab_knobs(target: Target, lab_locust: LocalLocust, etc_dir: Path) -> dict[str, object]:
     """Inventory knobs for a lab of a test target and a test Locust master; every other lab port is one
     nothing here uses, so no other lab on this machine is measured."""

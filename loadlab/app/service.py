@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -179,5 +180,14 @@ def create_app(settings: Settings) -> FastAPI:
         """Lab knob: holds one pool connection for `ms` in pg_sleep, to provoke pool saturation on purpose."""
         await store.sleep(ms / 1000)
         return JSONResponse({"slept_ms": ms, "instance": settings.instance})
+
+    @app.get("/cpu")
+    async def cpu_work(ms: Annotated[int, Query(ge=0, le=SLEEP_MAX_MS)]) -> JSONResponse:
+        """Lab knob: burns `ms` of this thread's CPU time in the event loop, to provoke a CPU-bound
+        instance on purpose (one Python process is one core: concurrent requests queue behind it)."""
+        end = time.thread_time() + ms / 1000
+        while time.thread_time() < end:
+            pass
+        return JSONResponse({"cpu_ms": ms, "instance": settings.instance})
 
     return app

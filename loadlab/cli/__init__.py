@@ -17,6 +17,7 @@ _COMMANDS = {
     "report": "loadlab.cli.report",
     "grafana": "loadlab.cli.grafana",
     "collect": "loadlab.cli.collect",
+    "calibrate": "loadlab.cli.calibrate",
 }
 
 

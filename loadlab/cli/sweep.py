@@ -13,12 +13,13 @@ import click
 from loadlab.cli.usage import OneLineCommand
 from loadlab.console import UserError, console, err_console
 from loadlab.inputs import finite_number, parse_url
-from loadlab.sweep.spec import SweepSpec, load_spec, parse_duration, parse_users
+from loadlab.sweep.search import SearchSpec, parse_resolution
+from loadlab.sweep.spec import MAX_USERS, SweepSpec, is_auto, load_spec, parse_duration, parse_users
 
 WORKERS_PER_CORE = 4  # beyond this, workers fight over the cores and the generator measures itself
 
 _SHAPING = ("users", "step_time", "warmup", "spawn_rate", "out", "threshold", "spec", "host", "locustfile",
-            "workers", "user_classes", "name")  # fmt: skip
+            "workers", "user_classes", "name", "max_users", "resolution")  # fmt: skip
 
 
 def _build_spec(opts: dict[str, Any]) -> SweepSpec:
@@ -42,9 +43,27 @@ def _merge_spec(opts: dict[str, Any]) -> SweepSpec:
     elif opts["users"] is not None:
         spec = SweepSpec(name="sweep", users=[1])
     else:
-        raise UserError("give the steps: --users 10,20,40 or --spec scripts/sweeps/NAME.yml")
+        raise UserError(
+            "give the steps: --users 10,20,40, --users auto (a capacity search) "
+            "or --spec scripts/sweeps/NAME.yml"
+        )
     if opts["users"] is not None:
-        spec.users = parse_users(opts["users"])
+        if is_auto(opts["users"]):
+            spec.users, spec.search = [], spec.search or SearchSpec()
+        else:
+            spec.users, spec.search = parse_users(opts["users"]), None
+    for flag in ("max_users", "resolution"):
+        if opts[flag] is not None and spec.search is None:
+            raise UserError(f"--{flag.replace('_', '-')} is for a capacity search: add --users auto")
+    if opts["max_users"] is not None:
+        assert spec.search is not None
+        if not 1 <= opts["max_users"] <= MAX_USERS:
+            raise UserError(f"--max-users: {opts['max_users']} is out of range (1..{MAX_USERS})")
+        spec.search.max_users = opts["max_users"]
+        spec.search.start = min(spec.search.start, opts["max_users"])
+    if opts["resolution"] is not None:
+        assert spec.search is not None
+        spec.search.resolution = parse_resolution(opts["resolution"])
     if opts["step_time"] is not None:
         spec.step_time = parse_duration(opts["step_time"], "--step-time")
     if opts["warmup"] is not None:
@@ -109,7 +128,8 @@ def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
                 ", ".join(f"http://{a}:{p}" for a, p in lab.nginx) or f"none ({lab.error or 'no lb hosts'})"
             )
             raise UserError(
-                f"refusing to load {host}: it is not the lab's nginx in the inventory ({named}); "
+                f"refusing to load {host}: it is not the lab's nginx or an app instance in the inventory "
+                f"({named}); "
                 "pass --allow-any-host to load it anyway"
             )
         workers = check_workers(spec.workers or os.cpu_count() or 1, opts["allow_many_workers"])
@@ -166,12 +186,12 @@ def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, Run
     run_dir = RunDir(path)
     run = run_dir.read_run()
     spec = run_dir.read_spec(run)
-    scan = run_dir.scan_steps(spec.users)
+    scan = run_dir.scan_steps(None if spec.search else spec.users)
     inventory = opts["inventory"] or (run.get("inventory") or {}).get("path")
     if inventory is not None and not isinstance(inventory, str):
         raise UserError(f"run record {path}/run.json: inventory path is {inventory!r}; pass -i INVENTORY")
     standalone = run.get("mode") == "standalone"
-    if standalone and scan.pending(len(spec.users)):
+    if standalone and spec.next_step(scan.steps) is not None:
         if not run.get("locustfile") or not run.get("target"):
             raise UserError(f"run record {path}/run.json: a standalone run without target or locustfile")
         parse_url(run["target"], f"run record {path}/run.json: target")
@@ -187,7 +207,9 @@ def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, Run
     if host is None:
         raise UserError(lab.error or "no lab target: the inventory names no nginx host (lb group)")
     if standalone and not run.get("allow_any_host") and not lab.names_target(host):
-        raise UserError(f"refusing to load {host}: it is not the lab's nginx in the inventory")
+        raise UserError(
+            f"refusing to load {host}: it is not the lab's nginx or an app instance in the inventory"
+        )
     plan = SweepPlan(
         spec=spec,
         mode=run.get("mode", "lab"),
@@ -247,14 +269,24 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         )
     rec = summary.get("recommendation")
     if rec:
-        console.print(rec["text"], markup=False)
+        console.print(rec["text"], markup=False, soft_wrap=True)
     for t in summary.get("thresholds") or []:
         console.print(f"threshold {t['expr']}: {'pass' if t['passed'] else 'FAIL'}", markup=False)
     console.print(f"verdict: {summary.get('verdict')}  ({out})", markup=False)
 
 
 @click.command(cls=OneLineCommand)
-@click.option("--users", help="User count of each step, e.g. 10,20,40 (a spike: 1,50,1).")
+@click.option(
+    "--users",
+    help="User count of each step, e.g. 10,20,40 (a spike: 1,50,1), or 'auto': a capacity search that "
+    "doubles the users until something gives out, then narrows.",
+)
+@click.option(
+    "--max-users", type=int, help="Capacity search: stop here when nothing gave out (default 1000)."
+)
+@click.option(
+    "--resolution", help="Capacity search: narrow until the bracket is this share of the users (default 10%)."
+)
 @click.option("--step-time", help="Measured window per step, e.g. 30s, 2m (default 30s).")
 @click.option("--warmup", help="Time after all users are running before the window opens (default 5s).")
 @click.option("--spawn-rate", help="Users started (or stopped) per second between steps (default 10).")
@@ -295,7 +327,7 @@ def sweep(**opts: Any) -> None:
     if opts["resume"] is not None:
         plan, run_dir, scan, run = _plan_from_run(Path(opts["resume"]), opts)
         steps = scan.steps
-        if not scan.pending(len(plan.spec.users)):
+        if plan.spec.next_step(steps) is None:
             console.print(
                 f"{run_dir.path}: every step already finished; refreshing the summary", markup=False
             )
@@ -306,8 +338,8 @@ def sweep(**opts: Any) -> None:
         run_dir.check_fresh()
         steps = []
         run = None
-    remaining = len(plan.spec.users) - len(steps)
-    if remaining > 0:
+    remaining = plan.spec.next_step(steps) is not None
+    if remaining:
         check_reachable(plan.host)
     # Every check passed: only now is anything in the run folder written.
     if run is None:
@@ -323,7 +355,7 @@ def sweep(**opts: Any) -> None:
         )
     run_dir.write_run(run)
     runner = SweepRunner(plan, run_dir, steps)
-    if remaining > 0:
+    if remaining:
         summary, interrupted = runner.run()
     else:
         summary, interrupted = runner.write_summary(), None

@@ -40,17 +40,24 @@ def max_rps(steps: Sequence[dict[str, Any]]) -> float | None:
     return max(values) if values else None
 
 
-def _latency_climbs(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
+def latency_rise(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, list[float]]:
+    """The percentiles (p50, p95) that climbed from `prev` to `cur`: by LATENCY_RISE_RATIO, or for a step
+    with fewer extra users by PROPORTIONAL_SHARE of the users' gain (a saturated closed system's latency
+    grows in proportion to its users), and by at least LATENCY_RISE_MIN_MS."""
+    user_gain = cur["users"] / prev["users"] - 1.0
+    ratio = 1.0 + min(LATENCY_RISE_RATIO - 1.0, PROPORTIONAL_SHARE * user_gain)
+    rose: dict[str, list[float]] = {}
     for key in ("p50_ms", "p95_ms"):
         a, b = prev.get(key), cur.get(key)
         if a is None or b is None:
             continue
-        if b >= a * LATENCY_RISE_RATIO and b - a >= LATENCY_RISE_MIN_MS:
-            return True
-    return False
+        if b >= a * ratio and b - a >= LATENCY_RISE_MIN_MS:
+            rose[key] = [a, b]
+    return rose
 
 
-def _grows_in_proportion(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
+def grows_in_proportion(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
+    """Throughput kept up with the users: its gain is at least PROPORTIONAL_SHARE of theirs."""
     user_gain = cur["users"] / prev["users"] - 1.0
     if prev["rps"] <= 0:
         return cur["rps"] > 0
@@ -68,7 +75,7 @@ def knee(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not points:
         return {"users": None, "found": False}
     for prev, cur in zip(points, points[1:], strict=False):
-        if not _grows_in_proportion(prev, cur) and _latency_climbs(prev, cur):
+        if not grows_in_proportion(prev, cur) and latency_rise(prev, cur):
             return {
                 "users": prev["users"],
                 "found": True,

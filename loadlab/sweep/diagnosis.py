@@ -1,21 +1,19 @@
 """What gave out first in a step, in summary.json's diagnosis vocabulary, with the figures behind each.
 
 Evidence names the host and the process (`loadgen1/locust-worker-2`) that gave out, and CPU is compared
-against that host's own cores.
+against that host's own cores. A component that was down or restarted in the window (`data1/postgres`) is
+named with its down interval, and the step's errors are attributed to it where their text says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loadlab.sweep import resource_model as model
-from loadlab.sweep.analysis import (
-    ERROR_RATIO,
-    LATENCY_RISE_MIN_MS,
-    LATENCY_RISE_RATIO,
-    PROPORTIONAL_SHARE,
-)
+from loadlab.sweep.analysis import ERROR_RATIO, grows_in_proportion, latency_rise
 
 VOCABULARY = (
     "ok",
@@ -28,6 +26,7 @@ VOCABULARY = (
     "ephemeral_ports_exhausted",
     "fds_exhausted",
     "listen_queue_overflow",
+    "component_down",
     "errors",
 )
 
@@ -47,6 +46,24 @@ HOST_CPU_FULL = 0.9
 PORTS_FULL = 0.95
 # A process runs out of descriptors at this share of its open-files limit.
 FDS_FULL = 0.95
+# How an error line names a component: the app answers 503 with the dependency that failed ("database
+# unavailable", "database pool exhausted: ...", "redis unavailable"; /health says {"db":"down: ...",
+# "redis":"ok"}, where only the one that is down counts). nginx signs every error page it serves, its 502
+# for a dead app instance too, so its name says nothing about what failed; a down nginx shows as refused
+# connections. Any other component (a process group such as app-8002) is named by its own name.
+NAMED_BY: dict[str, re.Pattern[str] | None] = {
+    "postgres": re.compile(r"database|postgres|psycopg|\bdb\W{1,4}down\b", re.IGNORECASE),
+    "redis": re.compile(r"redis(?!\W{1,4}ok\b)", re.IGNORECASE),
+    "nginx": None,
+}
+# An error line that says the server failed (a 5xx, or no answer at all) rather than what the request got
+# wrong: lab_base's "expected 200, got 503: ...", requests' "503 Server Error", refused or dropped
+# connections.
+SERVER_FAILURE = re.compile(
+    r"\bgot (?:5\d\d|0)\b|\b5\d\d (?:server error|service unavailable|bad gateway|gateway time-?out)"
+    r"|connection ?refused|connection ?reset|remote ?disconnected|connection aborted",
+    re.IGNORECASE,
+)
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
@@ -133,6 +150,23 @@ def target_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
         name = max(sorted(single), key=lambda n: single[n])
         if single[name] >= CORE_FULL:
             return {"process": name, "host": model.host_of(name), "cpu": _r(single[name]), "limit": CORE_FULL}
+    # An app instance (one process) that ran or waited for a CPU all window wanted a whole core: on a busy
+    # host it got less than one, and it is still what the requests queued behind.
+    waiting = {
+        n: p["runnable"]
+        for n, p in procs.items()
+        if n.split("/", 1)[1].startswith("app-") and (p.get("runnable") or 0.0) >= ALWAYS_RUNNABLE
+    }
+    if waiting:
+        name = max(sorted(waiting), key=lambda n: waiting[n])
+        return {
+            "process": name,
+            "host": model.host_of(name),
+            "cpu": _r(procs[name].get("cpu")),
+            "runnable": _r(waiting[name]),
+            "limit": ALWAYS_RUNNABLE,
+            "host_cpu": _host(res, model.host_of(name)).get("cpu"),
+        }
     for host, used in sorted(model.per_host(res, model.TARGET).items()):
         cores = model.host_cores(res, host)
         if cores and used >= CORE_FULL * cores:
@@ -270,6 +304,44 @@ def db_connections(step: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _names(text: str, component: str) -> bool:
+    """True when an error line names the component (`postgres`, `app-8002`) as what failed."""
+    if component not in NAMED_BY:
+        return re.search(rf"(?<![\w-]){re.escape(component)}(?![\w-])", text, re.IGNORECASE) is not None
+    rx = NAMED_BY[component]
+    return rx is not None and rx.search(text) is not None
+
+
+def attribute_errors(step: dict[str, Any], components: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """host/component -> the step's error lines that belong to it: those whose text names the component,
+    and server failures (5xx, no answer) that name no component, since it was down in this window."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in components}
+    for line in step.get("errors") or []:
+        text = html.unescape(str(line.get("error") or ""))  # Locust's web UI may hand it HTML-escaped
+        named = [n for n in components if _names(text, n.split("/", 1)[-1])]
+        if not named and SERVER_FAILURE.search(text) and not any(_names(text, c) for c in NAMED_BY):
+            named = list(components)
+        for name in named:
+            out[name].append(line)
+    return out
+
+
+def components_down(step: dict[str, Any]) -> dict[str, Any] | None:
+    """A component down or restarted in the window: the one down longest, its interval, restarts, the
+    series that said so and its error lines; every such component under `components` when more than one."""
+    found = _resources(step).get("components") or {}
+    if not found:
+        return None
+    lines = attribute_errors(step, found)
+    name = min(
+        found, key=lambda n: (-(found[n].get("down_s") or 0.0), -len(found[n].get("restarted_at") or ()), n)
+    )
+    evidence = {"component": name, "host": model.host_of(name), **found[name], "error_lines": lines[name]}
+    if len(found) > 1:
+        evidence["components"] = {n: {**found[n], "error_lines": lines[n]} for n in sorted(found)}
+    return evidence
+
+
 def errors(step: dict[str, Any]) -> dict[str, Any] | None:
     """Failures above one percent of requests."""
     ratio = step.get("fail_ratio")
@@ -284,17 +356,13 @@ def saturation(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[
     if not lighter or step.get("rps") is None:
         return None
     prev = max(lighter, key=lambda s: (s["users"], s.get("index", 0)))
-    user_gain = step["users"] / prev["users"] - 1.0
-    rps_gain = step["rps"] / prev["rps"] - 1.0 if prev["rps"] > 0 else 0.0
-    if rps_gain >= PROPORTIONAL_SHARE * user_gain:
+    if grows_in_proportion(prev, step):
         return None
-    rose = {}
-    for key in ("p50_ms", "p95_ms"):
-        a, b = prev.get(key), step.get(key)
-        if a is not None and b is not None and b >= a * LATENCY_RISE_RATIO and b - a >= LATENCY_RISE_MIN_MS:
-            rose[key] = [a, b]
+    rose = latency_rise(prev, step)
     if not rose:
         return None
+    user_gain = step["users"] / prev["users"] - 1.0
+    rps_gain = step["rps"] / prev["rps"] - 1.0 if prev["rps"] > 0 else 0.0
     return {
         "users": [prev["users"], step["users"]],
         "rps": [prev["rps"], step["rps"]],
@@ -316,11 +384,23 @@ def diagnose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> tuple[l
         ("ephemeral_ports_exhausted", ephemeral_ports(step)),
         ("fds_exhausted", descriptors(step)),
         ("listen_queue_overflow", listen_queue(step)),
+        ("component_down", components_down(step)),
         ("errors", errors(step)),
     )
     for code, evidence in checks:
         if evidence is not None:
             found[code] = evidence
+    # Errors in a window where a component was down are put down to it: to those their lines name (or, as
+    # 5xx naming nothing, fell while it was down); with no error lines recorded, to every component down.
+    if "errors" in found and "component_down" in found:
+        components = _resources(step).get("components") or {}
+        lines = attribute_errors(step, components)
+        if step.get("errors"):
+            blamed = [n for n in sorted(components) if lines[n]]
+        else:
+            blamed = [n for n in sorted(components) if components[n].get("down_s")]
+        if blamed:
+            found["errors"]["attributed_to"] = blamed
     # A full host already blamed as a whole on one group (Locust filling a loadgen host, the target filling
     # its host) needs no second code; a worker that only waited for a CPU on it still leaves the host named.
     full = found.get("host_cpu_saturated")

@@ -20,6 +20,7 @@ class LabView:
 
     inventory: str | None
     nginx: list[tuple[str, int]] = field(default_factory=list)  # (address, port) of each lb host
+    apps: list[tuple[str, int]] = field(default_factory=list)  # (address, port) of every app instance
     app_ports: list[int] = field(default_factory=list)
     postgres_port: int | None = None
     redis_port: int | None = None
@@ -44,11 +45,12 @@ class LabView:
         return f"http://{addr}:{port}"
 
     def names_target(self, url: str) -> bool:
-        """True when `url` is a lab target named by the inventory (an lb host's nginx address and port)."""
+        """True when `url` is a lab target named by the inventory: an lb host's nginx, or one app instance
+        (address and port)."""
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         wanted = _addresses(parts.hostname or "")
-        return any(port == p and wanted & _addresses(a) for a, p in self.nginx)
+        return any(port == p and wanted & _addresses(a) for a, p in [*self.nginx, *self.apps])
 
     def local_ports(self) -> dict[int, str]:
         """Lab ports on this machine -> process group name, for in-process CPU sampling."""
@@ -108,6 +110,7 @@ def view_of(lab: Lab) -> LabView:
     """What the sweep needs from the lab: the target, the Locust master, Prometheus, and local ports."""
     view = LabView(inventory=str(lab.inventory), lab=lab)
     view.nginx = [(h.address, h.int_var("nginx_port")) for h in lab.group("lb")]
+    view.apps = [(h.address, port) for h in lab.group("app") for port in h.app_ports()]
     for host in lab.group("app"):
         if is_local_address(host.address):
             view.app_ports += host.app_ports()

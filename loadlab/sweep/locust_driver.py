@@ -189,6 +189,12 @@ class LocalLocust:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.log_dir,
+                # A locustfile built on the lab's LabUser loads its metrics plugin, whose default port is
+                # the lab master's: this Locust's figures come from its web API, so the plugin stays off.
+                env={
+                    **os.environ,
+                    "LOCUST_LOADLAB_METRICS_PORT": os.environ.get("LOCUST_LOADLAB_METRICS_PORT", "0"),
+                },
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - setsid + parent-death signal
             )
         finally:

@@ -14,11 +14,15 @@ def _fmt(value: float | None, unit: str = "", nd: int = 0) -> str:
     return "-" if value is None else f"{value:.{nd}f}{unit}"
 
 
-def step_line(step: dict[str, Any], total: int) -> str:
+def _of(index: int, total: int | None) -> str:
+    return f"{index + 1}/{total if total is not None else '?'}"
+
+
+def step_line(step: dict[str, Any], total: int | None) -> str:
     """One finished step as a line people read and logs keep."""
     fail = step.get("fail_ratio")
     return (
-        f"step {step['index'] + 1}/{total}  {step['users']} users  {_fmt(step.get('rps'), ' rps', 1)}  "
+        f"step {_of(step['index'], total)}  {step['users']} users  {_fmt(step.get('rps'), ' rps', 1)}  "
         f"p50 {_fmt(step.get('p50_ms'), ' ms')}  p95 {_fmt(step.get('p95_ms'), ' ms')}  "
         f"p99 {_fmt(step.get('p99_ms'), ' ms')}  fail {_fmt(None if fail is None else fail * 100, '%', 2)}  "
         f"sockets {_fmt(step.get('client_sockets'))}  gen cpu {_fmt(step.get('loadgen_cpu'), '', 2)}  "
@@ -29,7 +33,8 @@ def step_line(step: dict[str, Any], total: int) -> str:
 class SweepProgress:
     """Shows where the sweep is; a rich live line on a terminal, otherwise one plain line per phase."""
 
-    def __init__(self, total_steps: int, live: bool | None = None) -> None:
+    def __init__(self, total_steps: int | None, live: bool | None = None) -> None:
+        """`total_steps` is None in a capacity search: its steps follow from what it measures."""
         self.total = total_steps
         self.live_enabled = progress_enabled() if live is None else live
         self._live: Live | None = None
@@ -63,7 +68,7 @@ class SweepProgress:
             clock = f" {elapsed:.0f}/{length:.0f}s" if elapsed is not None and length else ""
             running = f" ({live_users} running)" if live_users is not None and live_users != users else ""
             text = Text.assemble(
-                (f"step {index + 1}/{self.total}", "bold"),
+                (f"step {_of(index, self.total)}", "bold"),
                 f"  {users} users{running}  ",
                 (f"{phase}{clock}", "cyan"),
                 f"  live {_fmt(rps, ' rps', 1)}  p95 {_fmt(p95, ' ms')}",
@@ -72,7 +77,7 @@ class SweepProgress:
         elif self._last_phase != (index, phase):
             self._last_phase = (index, phase)
             console.print(
-                f"step {index + 1}/{self.total}: {users} users, {phase}",
+                f"step {_of(index, self.total)}: {users} users, {phase}",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,

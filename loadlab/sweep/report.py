@@ -180,8 +180,8 @@ def _busiest_host(busiest: dict[str, Any] | None) -> str | None:
 
 def _where(figures: dict[str, Any]) -> str:
     """'on loadgen1/locust-worker-2' or 'on host data1': where the evidence was measured."""
-    if figures.get("process"):
-        return f" on <code>{html.escape(str(figures['process']))}</code>"
+    if figures.get("process") or figures.get("component"):
+        return f" on <code>{html.escape(str(figures.get('process') or figures['component']))}</code>"
     if figures.get("host"):
         return f" on host <code>{html.escape(str(figures['host']))}</code>"
     return ""
@@ -314,6 +314,7 @@ tr.knee { background: #fff6d5; }
 .verdict.pass { background: #2e7d32; } .verdict.fail { background: #c62828; }
 .diag { display: inline-block; padding: 0 0.4em; margin: 1px; border-radius: 3px; background: #eee; }
 .diag.ok { background: #dcedc8; } .diag.errors, .diag.target_saturated { background: #ffcdd2; }
+.diag.component_down { background: #ffcdd2; }
 .diag.generator_cpu_bound, .diag.client_connection_capped { background: #ffe0b2; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
 .figures img { max-width: 100%; border: 1px solid #ddd; }
@@ -499,7 +500,7 @@ def write_report(path: Path, panels: bool = False) -> Path:
         from loadlab.sweep.results import summarize
 
         spec = run_dir.read_spec(run)
-        summary = summarize(steps, spec.parsed_thresholds(), len(spec.users))
+        summary = summarize(steps, spec.parsed_thresholds(), spec.planned_steps(steps), search=spec.search)
     plot_throughput(steps, summary, path / PLOTS["throughput"])
     plot_cpu(steps, path / PLOTS["cpu"])
     plot_sockets(steps, path / PLOTS["sockets"])

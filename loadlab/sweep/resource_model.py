@@ -6,6 +6,10 @@ that host's own cores, cores, memory) and connection figures (PostgreSQL, Redis,
 DB pool) are keyed by host too. A step's resources are this model's `to_dict()`; the per-step scalars of
 summary.json (`loadgen_cpu`, `target_cpu` and the busiest process and host beside them) are derived from it
 by `step_figures`.
+
+`components` holds what was down or restarted during the window, keyed `host/component` (`data1/postgres`,
+`target1/app-8002`): a source whose exporter collector failed (`loadlab_<source>_up` 0), a process group
+with no process, a group whose processes started inside the window. A quiet window has none.
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ class Resources:
     )  # host/app-PORT -> in_use_avg, size
     # host -> ephemeral_ports_used_ratio (peak), time_wait (peak), listen_overflows (new in the window)
     tcp: dict[str, dict[str, float]] = field(default_factory=dict)
+    # host/component -> {"down_s", "down_from", "down_to", "restarted_at", "source"}: see ComponentTrack
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def host(self, name: str) -> HostFigures:
         """The host's figures, created on first use."""
@@ -131,8 +137,47 @@ class Resources:
             "nginx": dict(sorted(self.nginx.items())),
             "db_pool": dict(sorted(self.db_pool.items())),
             "tcp": dict(sorted(self.tcp.items())),
+            "components": dict(sorted(self.components.items())),
         }
         return {k: v for k, v in out.items() if v is not None and v != {}}
+
+
+@dataclass
+class ComponentTrack:
+    """One component's scrapes in a window, as a reader finds them: which scrapes read it down, and the
+    start times its processes reported (a start inside the window is a restart, even one between two
+    scrapes that never read it down)."""
+
+    seen: set[float] = field(default_factory=set)  # every scrape time of the component's series
+    down: dict[float, set[str]] = field(default_factory=dict)  # scrape time -> series that read it down
+    starts: dict[float, set[str]] = field(default_factory=dict)  # start time -> series that reported it
+
+    def scrape(self, at: float, is_down: bool, series: str) -> None:
+        self.seen.add(at)
+        if is_down:
+            self.down.setdefault(at, set()).add(series)
+
+    def started(self, at: float, series: str) -> None:
+        self.starts.setdefault(at, set()).add(series)
+
+    def figures(self, start: float, end: float, interval: float) -> dict[str, Any] | None:
+        """{"down_s", "down_from", "down_to", "restarted_at", "source"} for [start, end], or None when it
+        was neither down nor restarted. `down_s` is the down scrapes times the scrape interval (at most
+        the window); `down_from`/`down_to` are the first and last down scrape, `down_to` None while it was
+        still down at the last scrape; without a down scrape both are left out."""
+        seen = sorted(t for t in self.seen if start <= t <= end)
+        down = [t for t in seen if t in self.down]
+        restarts = sorted(t for t in self.starts if start < t <= end)
+        if not down and not restarts:
+            return None
+        sources = {s for t in down for s in self.down[t]} | {s for t in restarts for s in self.starts[t]}
+        out: dict[str, Any] = {"down_s": round(min(len(down) * interval, end - start), 3)}
+        if down:
+            out["down_from"] = round(down[0], 3)
+            out["down_to"] = None if down[-1] == seen[-1] else round(down[-1], 3)
+        out["restarted_at"] = [round(t, 3) for t in restarts]
+        out["source"] = sorted(sources)
+        return out
 
 
 # -- reading a step's resources (the dict form, as steps.jsonl holds it) -------------------------------------
@@ -203,3 +248,24 @@ def step_figures(resources: Mapping[str, Any]) -> dict[str, Any]:
         "target_cpu_busiest": busiest_process(resources, TARGET),
         "target_cpu_busiest_host": busiest_host(resources, TARGET),
     }
+
+
+def with_generator(lab: Mapping[str, Any], generator: Mapping[str, Any]) -> dict[str, Any]:
+    """A standalone sweep against the lab: the lab's figures (its Prometheus) with this sweep's own Locust
+    (sampled where it runs) as the generator. The lab's idle Locust processes are left out, the client
+    sockets are the generator's, and the generator's host keeps its sampled figures where the lab has none."""
+    out = {k: v for k, v in lab.items()}
+    procs = {n: p for n, p in (lab.get("processes") or {}).items() if p.get("role") != LOADGEN}
+    procs.update({n: p for n, p in (generator.get("processes") or {}).items() if p.get("role") == LOADGEN})
+    out["processes"] = dict(sorted(procs.items()))
+    if generator.get("client_sockets"):
+        out["client_sockets"] = generator["client_sockets"]
+    else:
+        out.pop("client_sockets", None)
+    for section in ("hosts", "tcp"):
+        merged = dict(generator.get(section) or {})
+        merged.update(lab.get(section) or {})
+        if merged:
+            out[section] = dict(sorted(merged.items()))
+    out["generator_source"] = generator.get("source")
+    return out

@@ -14,7 +14,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -24,7 +24,14 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadlab.exporters.sockets import read_listen_overflows, sample_sockets
-from loadlab.sweep.resource_model import LOADGEN, Resources, SocketFigures, key, role_of
+from loadlab.sweep.resource_model import (
+    LOADGEN,
+    ComponentTrack,
+    Resources,
+    SocketFigures,
+    key,
+    role_of,
+)
 
 if TYPE_CHECKING:
     from loadlab.lab import Lab
@@ -415,6 +422,10 @@ def _collector_gauges(collectors: Iterable[Any]) -> dict[tuple[str, str], float]
     return out
 
 
+# Exporter sources whose `loadlab_<source>_up` says a lab component is down (the others read this host).
+_COMPONENT_SOURCES = ("postgres", "redis", "nginx")
+
+
 def _host_filter(hosts: Iterable[str] | None) -> str:
     """A PromQL label matcher for some hosts ("" for every host)."""
     names = sorted(set(hosts or ()))
@@ -510,8 +521,14 @@ class PrometheusWindow:
         groups = self._by(
             f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total[{w}]))", end, ("host", "group")
         )
+        runnable = self._by(
+            f"sum by (host, group) (rate(loadlab_process_runnable_seconds_total[{w}]))",
+            end,
+            ("host", "group"),
+        )
         for (host, group), cores in groups.items():
-            model.add_process(host, group, cores)
+            extra = {"runnable": runnable[(host, group)]} if (host, group) in runnable else {}
+            model.add_process(host, group, cores, **extra)
         # The exporter's per-process groups (locust-master, locust-worker-N) count CPU seconds exactly; the
         # Locust plugin's per-worker ratio (sampled by Locust every 10 s) stands in when they are missing.
         # A worker's id starts with the hostname it runs on.
@@ -596,7 +613,42 @@ class PrometheusWindow:
         for (host, group), ratio in fds.items():
             if key(host, group) in model.processes:
                 model.processes[key(host, group)]["fds_limit_ratio"] = ratio
+        self._components(model, start, end)
         return model.to_dict()
+
+    def _samples(self, selector: str, start: float, end: float) -> Iterator[tuple[dict[str, str], list]]:
+        """Every raw sample of the selected series in [start, end]: (labels, [(scrape time, value)])."""
+        millis = max(1, round((end - start) * 1000))
+        for row in self._query(f"{selector}[{millis}ms]", end):
+            yield row["metric"], [(float(t), float(v)) for t, v in row.get("values") or []]
+
+    def _components(self, model: Resources, start: float, end: float) -> None:
+        """What was down or restarted in [start, end]: sources whose collector failed (`_up` 0), process
+        groups with no process, groups whose processes started in the window.
+
+        Read from each scrape's own sample (a range selector at `end`), which is exact: query_range and
+        subqueries resample at fixed steps, so a scrape can be counted twice or missed when scrape times
+        drift against the steps, and the last sample before the window is carried into it."""
+        tracks: dict[tuple[str, str], ComponentTrack] = {}
+
+        def track(labels: dict[str, str], component: str) -> ComponentTrack:
+            return tracks.setdefault((labels.get("host", ""), component), ComponentTrack())
+
+        up = "|".join(_COMPONENT_SOURCES)
+        for labels, values in self._samples(f'{{__name__=~"loadlab_({up})_up"}}', start, end):
+            series = labels["__name__"]
+            for at, value in values:
+                track(labels, series[len("loadlab_") : -len("_up")]).scrape(at, value == 0, series)
+        for labels, values in self._samples("loadlab_processes", start, end):
+            for at, value in values:
+                track(labels, labels.get("group", "")).scrape(at, value == 0, "loadlab_processes")
+        for labels, values in self._samples("loadlab_process_start_time_seconds", start, end):
+            for _, value in values:
+                track(labels, labels.get("group", "")).started(value, "loadlab_process_start_time_seconds")
+        for (host, component), found in sorted(tracks.items()):
+            figures = found.figures(start, end, self.scrape_interval)
+            if figures is not None:
+                model.components[key(host, component)] = figures
 
     def close(self) -> None:
         self._http.close()

@@ -18,6 +18,8 @@ from typing import Any
 from loadlab.console import UserError
 from loadlab.inputs import read_text
 from loadlab.sweep import analysis
+from loadlab.sweep.search import SearchSpec
+from loadlab.sweep.search import outcome as capacity_outcome
 from loadlab.sweep.spec import SweepSpec
 from loadlab.sweep.thresholds import Threshold, evaluate, verdict
 
@@ -367,8 +369,10 @@ def summarize(
     thresholds: Sequence[Threshold],
     planned_steps: int,
     interrupted: str | None = None,
+    search: SearchSpec | None = None,
 ) -> dict[str, Any]:
-    """summary.json: the contract's fields (steps, max_rps, knee_users, usl, thresholds, verdict) first."""
+    """summary.json: the contract's fields (steps, max_rps, knee_users, usl, thresholds, verdict) first;
+    a capacity search adds `capacity` (what the stack carried and what gave out first)."""
     knee = analysis.knee(steps)
     checks = evaluate(thresholds, steps)
     p95_gate = next(
@@ -376,7 +380,7 @@ def summarize(
         None,
     )
     max_rps = analysis.max_rps(steps)
-    return {
+    summary = {
         "steps": [{k: s.get(k) for k in SUMMARY_STEP_FIELDS if k in s} for s in steps],
         "max_rps": max_rps,
         "knee_users": knee["users"],
@@ -391,3 +395,13 @@ def summarize(
         "finished_steps": len(steps),
         "interrupted": interrupted,
     }
+    if search is not None:
+        # One answer: the search's verdict is the run's recommendation.
+        capacity = summary["capacity"] = capacity_outcome(search, steps, thresholds)
+        summary["recommendation"] = {
+            "users": capacity["users"],
+            "rps": capacity["rps"],
+            "p95_ms": capacity["p95_ms"],
+            "text": capacity["text"],
+        }
+    return summary

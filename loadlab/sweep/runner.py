@@ -14,8 +14,9 @@ import math
 import os
 import signal
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from loadlab.sweep.diagnosis import diagnose
 from loadlab.sweep.lab_view import LabView
 from loadlab.sweep.locust_driver import WORKER_REPORT_INTERVAL, EndpointStats, LocalLocust, LocustWeb
 from loadlab.sweep.progress import SweepProgress
-from loadlab.sweep.resource_model import step_figures
+from loadlab.sweep.resource_model import step_figures, with_generator
 from loadlab.sweep.results import RunDir, git_revision, now_iso, summarize, versions
 from loadlab.sweep.spec import SweepSpec
 
@@ -68,6 +69,9 @@ class SweepPlan:
     workers: int | None = None
     allow_any_host: bool = False
     command: list[str] = field(default_factory=list)
+    # Called in a thread as each step's window opens, with the window's length (loadlab calibrate stops a
+    # component mid-step with it); not part of run.json.
+    during_window: Callable[[float], None] | None = None
 
     @property
     def port(self) -> int:
@@ -187,7 +191,7 @@ class SweepRunner:
         self._lab_locust: tuple[float, dict[str, psutil.Process]] | None = None
         self._stopped = False
         self._remotes: RemoteHosts | None = None
-        self.progress = SweepProgress(len(self.spec.users))
+        self.progress = SweepProgress(None if self.spec.search else len(self.spec.users))
         self.annotator = _Annotator(plan)
 
     # -- setup ---------------------------------------------------------------------------------------
@@ -312,7 +316,10 @@ class SweepRunner:
         plan = self.plan
         lab = plan.lab
         inventory = lab.lab  # the inventory's hosts (None without one)
-        if plan.mode == "lab" and lab.prometheus_url:
+        # A standalone sweep aimed at the lab's nginx reads the lab like a lab sweep does: the target's and
+        # the lab's figures from the lab's Prometheus; only its own Locust is sampled here.
+        lab_target = plan.mode == "lab" or (plan.mode == "standalone" and lab.names_target(plan.host))
+        if lab_target and lab.prometheus_url:
             prom = res.PrometheusWindow(
                 lab.prometheus_url,
                 plan.port,
@@ -322,13 +329,21 @@ class SweepRunner:
             )
             if prom.ready() and prom.covers(self.window):
                 self.prometheus = prom
-                return f"Prometheus at {lab.prometheus_url}"
+                if plan.mode == "lab":
+                    return f"Prometheus at {lab.prometheus_url}"
+                self.sampler = res.Sampler(
+                    plan.port, locust=self._locust_procs, target=lambda: {}, host=res.this_host(inventory)
+                )
+                return (
+                    f"the lab's Prometheus at {lab.prometheus_url} for the lab, "
+                    "in-process sampling for this sweep's Locust"
+                )
             prom.close()
         host = urlsplit(plan.host).hostname or ""
         local_target = res.is_local_address(host)
         collectors: list[Any] = []
         app_metrics: dict[str, str] = {}
-        if plan.mode == "lab":
+        if lab_target:  # the lab's processes on this machine, as the lab's exporter would group them
             ports = lab.local_ports()
             target_ports = {p: n for p, n in ports.items() if n == "nginx" or n.startswith("app-")}
             other_ports = {p: n for p, n in ports.items() if p not in target_ports}
@@ -431,14 +446,23 @@ class SweepRunner:
         if self.sampler is not None:
             self.sampler.start()
         self.annotator.step(index, users, t0_wall)
+        action = None
+        if self.plan.during_window is not None:
+            action = threading.Thread(target=self.plan.during_window, args=(window,), name="during-window")
+            action.start()
         self._wait(index, users, "measuring", window, t0)
+        if action is not None:
+            action.join(timeout=window + 60)
         endpoints, total = self.web.window()
         t1_wall = time.time()
-        if self.sampler is not None:
-            figures = self.sampler.stop()
+        sampled = self.sampler.stop() if self.sampler is not None else None
+        if self.prometheus is None:
+            assert sampled is not None
+            figures = sampled
         else:
-            assert self.prometheus is not None
             figures = self.prometheus.measure(t0_wall, t1_wall)
+            if sampled is not None:  # this sweep's own Locust: the generator is what it sampled
+                figures = with_generator(figures, sampled)
         errors = [
             {k: e.get(k) for k in ("method", "name", "error", "occurrences")}
             for e in (self._live().get("errors") or [])[:10]
@@ -502,7 +526,13 @@ class SweepRunner:
     # -- the run -------------------------------------------------------------------------------------
 
     def write_summary(self, interrupted: str | None = None) -> dict[str, Any]:
-        summary = summarize(self.steps, self.spec.parsed_thresholds(), len(self.spec.users), interrupted)
+        summary = summarize(
+            self.steps,
+            self.spec.parsed_thresholds(),
+            self.spec.planned_steps(self.steps),
+            interrupted,
+            search=self.spec.search,
+        )
         summary["run"] = {"id": self.plan.out.name, "mode": self.plan.mode, "target": self.plan.host}
         self.run_dir.write_summary(summary)
         return summary
@@ -516,14 +546,13 @@ class SweepRunner:
                 self._connect_locust()
                 source = self._setup_resources()
                 self.progress.note(
-                    f"sweep {self.spec.name}: {self.plan.host}, "
-                    f"steps {','.join(map(str, self.spec.users))} users, "
+                    f"{run_name(self.spec.name)}: {self.plan.host}, {self.spec.describe_steps()}, "
                     f"window {self.window:g}s after {self.warmup:g}s warm-up, resources from {source}"
                 )
                 with self.progress:
-                    done = {s["index"] for s in self.steps}  # a resumed run measures the steps it lacks
-                    for index in [i for i in range(len(self.spec.users)) if i not in done]:
-                        step = self._measure(index, self.spec.users[index])
+                    # A resumed run measures the steps it lacks; a search picks each step from those done.
+                    while (nxt := self.spec.next_step(self.steps)) is not None:
+                        step = self._measure(*nxt)
                         self.steps.append(step)
                         self.steps.sort(key=lambda s: s["index"])
                         self.run_dir.append_step(step, self.steps)
@@ -568,6 +597,11 @@ class SweepRunner:
             self.local.stop()
         if self.prometheus is not None:
             self.prometheus.close()
+
+
+def run_name(name: str) -> str:
+    """'sweep' for the default name, else 'sweep NAME'."""
+    return "sweep" if name == "sweep" else f"sweep {name}"
 
 
 class _CachedListeners:

@@ -4,7 +4,11 @@ A spec file (scripts/sweeps/NAME.yml) is a mapping of these fields; any other fi
 
     name: capacity            # run name (default: the file name)
     description: ...          # free text
-    users: [5, 10, 20, 40]    # user count of each step, in order (a spike: [1, 50, 1])
+    users: [5, 10, 20, 40]    # user count of each step, in order (a spike: [1, 50, 1]); or `auto`:
+    search:                   #   a capacity search (loadlab/sweep/search.py), with these optional knobs
+      start: 5                #   users of its first step; it doubles while the steps are healthy
+      max_users: 1000         #   where it stops when nothing gave out
+      resolution: 10%         #   it narrows until the bracket is this share of the users (or one user)
     step_time: 60s            # measured window per step (30s, 2m, 1m30s); whole 3 s Locust report intervals
     warmup: 15s               # after every user runs, before the window opens (at least 3 s with workers)
     spawn_rate: 10            # users started or stopped per second between steps
@@ -20,6 +24,7 @@ Flags given with --spec override its fields; --threshold adds to its thresholds.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ import yaml
 
 from loadlab.console import UserError
 from loadlab.inputs import finite_number, parse_url, read_text
+from loadlab.sweep.search import SearchSpec, next_users
 from loadlab.sweep.thresholds import Threshold, parse_threshold
 
 DEFAULT_STEP_TIME = 30.0
@@ -60,6 +66,11 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
     if not seconds <= MAX_DURATION:
         raise UserError(f"{what}: {text!r} is longer than {MAX_DURATION / 3600:g}h")
     return seconds
+
+
+def is_auto(value: Any) -> bool:
+    """`users: auto` / `--users auto`: a capacity search instead of a list of steps."""
+    return isinstance(value, str) and value.strip().lower() == "auto"
 
 
 def parse_users(text: str | list | int) -> list[int]:
@@ -97,7 +108,7 @@ class SweepSpec:
     """One sweep: the steps and how each is measured."""
 
     name: str
-    users: list[int]
+    users: list[int]  # empty in a capacity search, whose steps follow from what it measured
     step_time: float = DEFAULT_STEP_TIME
     warmup: float = DEFAULT_WARMUP
     spawn_rate: float = DEFAULT_SPAWN_RATE
@@ -107,6 +118,11 @@ class SweepSpec:
     locustfile: str | None = None
     workers: int | None = None
     description: str = ""
+    search: SearchSpec | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.search, dict):  # as run.json records it
+            self.search = SearchSpec(**self.search)
 
     def parsed_thresholds(self) -> list[Threshold]:
         """The thresholds, parsed (they were validated when the spec was built)."""
@@ -116,11 +132,41 @@ class SweepSpec:
         """The spec as run.json records it (resume rebuilds it from there)."""
         return asdict(self)
 
+    def next_step(self, steps: Sequence[dict[str, Any]]) -> tuple[int, int] | None:
+        """(index, users) of the next step to measure after the finished `steps`; None when all are done."""
+        if self.search is None:
+            done = {s["index"] for s in steps}
+            return next(((i, u) for i, u in enumerate(self.users) if i not in done), None)
+        users = next_users(self.search, steps, self.parsed_thresholds())
+        if users is None:
+            return None
+        return max((int(s["index"]) for s in steps), default=-1) + 1, users
+
+    def planned_steps(self, steps: Sequence[dict[str, Any]]) -> int:
+        """Steps the run will have: the list's length, or in a search those finished plus the next one."""
+        if self.search is None:
+            return len(self.users)
+        return len(steps) + (self.next_step(steps) is not None)
+
+    def describe_steps(self) -> str:
+        """The steps in words, for the terminal."""
+        if self.search is None:
+            return f"steps {','.join(map(str, self.users))} users"
+        s = self.search
+        return (
+            f"a capacity search from {s.start} users, doubling until something gives out (at most "
+            f"{s.max_users}), then narrowing to {s.resolution:.0%} of the users"
+        )
+
     def validate(self) -> SweepSpec:
         """Refuse a spec that cannot run, with one line naming the field."""
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise UserError(f"name: {self.name!r} must be letters, digits, '.', '_' or '-'")
-        parse_users(list(self.users))
+        if self.search is not None:
+            self.users = []
+            self.search.validate(MAX_USERS)
+        else:
+            parse_users(list(self.users))
         self.step_time = parse_duration(self.step_time, "step_time")
         self.warmup = parse_duration(self.warmup, "warmup")
         if self.step_time < 1:
@@ -134,7 +180,11 @@ class SweepSpec:
             raise UserError(f"workers: must be a whole number, at least 1, got {self.workers!r}")
         for expr in self.thresholds:
             threshold = parse_threshold(expr)
-            if threshold.at_users is not None and threshold.at_users not in self.users:
+            if (
+                self.search is None
+                and threshold.at_users is not None
+                and threshold.at_users not in self.users
+            ):
                 steps = ",".join(str(u) for u in self.users)
                 raise UserError(
                     f"threshold {expr!r}: no step has {threshold.at_users} users (steps: {steps})"
@@ -159,6 +209,7 @@ _SPEC_FIELDS = {
     "target",
     "locustfile",
     "workers",
+    "search",
 }
 
 
@@ -181,7 +232,13 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
         raise UserError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_SPEC_FIELDS))})")
     if "users" not in data:
         raise UserError("missing field 'users' (the user count of each step, e.g. [10, 20, 40])")
-    spec = SweepSpec(name=str(data.get("name") or default_name), users=parse_users(data["users"]))
+    name = str(data.get("name") or default_name)
+    if is_auto(data["users"]):
+        spec = SweepSpec(name=name, users=[], search=_search(data.get("search")))
+    elif "search" in data:
+        raise UserError("search: only with `users: auto` (a capacity search)")
+    else:
+        spec = SweepSpec(name=name, users=parse_users(data["users"]))
     if "step_time" in data:
         spec.step_time = parse_duration(data["step_time"], "step_time")
     if "warmup" in data:
@@ -212,6 +269,17 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
     if "description" in data:
         spec.description = str(data["description"] or "")
     return spec
+
+
+def _search(data: Any) -> SearchSpec:
+    if data is None:
+        return SearchSpec()
+    if not isinstance(data, dict):
+        raise UserError(f"search: expected a mapping (start, max_users, resolution), got {data!r}")
+    unknown = sorted(set(data) - {"start", "max_users", "resolution"})
+    if unknown:
+        raise UserError(f"search: unknown field {unknown[0]!r} (known: max_users, resolution, start)")
+    return SearchSpec(**data)
 
 
 def load_spec(path: Path) -> SweepSpec:

@@ -1,0 +1,259 @@
+"""The capacity search (`--users auto`): double the users until something gives out, then narrow.
+
+The search starts at `start` users and doubles while every step is healthy. A step is not healthy when its
+diagnosis names anything but `ok` (throughput stopped growing with latency climbing, errors, a saturated
+generator, host CPU, DB pool, ports, descriptors or listen queue) or when a threshold without `@N` (an SLO
+over every step) breaks on it. The first unhealthy step brackets the limit: the search then measures the
+middle of [last healthy, first unhealthy] until the bracket is no wider than `resolution` of the healthy
+end's users (at least one user). It stops at `max_users` when nothing gave out by then.
+
+The next user count is computed from the finished steps alone, so `--resume` continues a search exactly
+where it stopped. Thresholds with `@N` do not steer the search: they are judged, as in a list sweep, on the
+step at exactly N users, which the search measures after it has narrowed when it did not land on N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from loadlab.console import UserError
+from loadlab.inputs import finite_number
+from loadlab.sweep.thresholds import Threshold
+
+DEFAULT_START = 5
+DEFAULT_MAX_USERS = 1000
+DEFAULT_RESOLUTION = 0.1
+
+# While throughput grows by at least this share of the users' gain the search keeps doubling; below it the
+# curve bends (stricter than the diagnosis's target_saturated, PROPORTIONAL_SHARE), so a doubling step cannot
+# slip far past the knee and the narrowing starts below it.
+BEND_SHARE = 0.8
+# What gave out, in words, per diagnosis code (the verdict's last clause).
+_GAVE_OUT = {
+    "generator_cpu_bound": "the load generator's CPU",
+    "client_connection_capped": "the generator's client connections (fewer sockets than users)",
+    "target_saturated": "the target: throughput stopped growing while latency climbed",
+    "target_cpu_bound": "the target's CPU",
+    "host_cpu_saturated": "a host's CPU",
+    "db_connections_saturated": "the database connections",
+    "ephemeral_ports_exhausted": "the generator's ephemeral ports",
+    "fds_exhausted": "file descriptors",
+    "listen_queue_overflow": "a listen queue",
+    "component_down": "a component went down",
+    "errors": "errors",
+    "throughput_bend": f"throughput: it grew by less than {BEND_SHARE:.0%} of the users' gain",
+}
+GENERATOR_CODES = ("generator_cpu_bound", "client_connection_capped", "ephemeral_ports_exhausted")
+
+
+@dataclass
+class SearchSpec:
+    """How the capacity search runs: where it starts, where it gives up, how narrow it gets."""
+
+    start: int = DEFAULT_START
+    max_users: int = DEFAULT_MAX_USERS
+    resolution: float = DEFAULT_RESOLUTION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self, max_allowed: int) -> SearchSpec:
+        for name in ("start", "max_users"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_allowed:
+                raise UserError(
+                    f"search.{name}: expected a whole number of users 1..{max_allowed}, got {value!r}"
+                )
+        if self.start > self.max_users:
+            raise UserError(f"search.start: {self.start} users is above search.max_users ({self.max_users})")
+        self.resolution = parse_resolution(self.resolution, "search.resolution")
+        return self
+
+
+def parse_resolution(value: Any, what: str = "--resolution") -> float:
+    """A share of the users: '10%', '0.1'."""
+    text = str(value).strip()
+    scale = 1.0
+    if text.endswith("%"):
+        text, scale = text[:-1], 0.01
+    share = finite_number(text, what, above=0, what="a share of the users, e.g. 10% or 0.1") * scale
+    if share >= 1:
+        raise UserError(f"{what}: {value!r} is the whole user count or more; give e.g. 10% or 0.1")
+    return share
+
+
+def bend(step: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Throughput fell short of BEND_SHARE of the users' gain over the closest lighter step measured."""
+    lighter = [s for s in steps if s["users"] < step["users"] and s.get("rps") is not None]
+    if not lighter or step.get("rps") is None:
+        return None
+    prev = max(lighter, key=lambda s: (s["users"], s.get("index", 0)))
+    user_gain = step["users"] / prev["users"] - 1.0
+    rps_gain = step["rps"] / prev["rps"] - 1.0 if prev["rps"] > 0 else 0.0
+    if rps_gain >= BEND_SHARE * user_gain:
+        return None
+    return {
+        "users": [prev["users"], step["users"]],
+        "rps": [prev["rps"], step["rps"]],
+        "rps_gain": round(rps_gain, 3),
+    }
+
+
+def gave_out(
+    step: dict[str, Any], thresholds: Sequence[Threshold], steps: Sequence[dict[str, Any]] = ()
+) -> list[str]:
+    """Why a step is past the limit: its diagnosis codes (not `ok`), the SLOs it broke, and a bend in
+    throughput against the closest lighter step of `steps`; [] when healthy."""
+    reasons = [c for c in step.get("diagnosis") or () if c != "ok"]
+    for t in thresholds:
+        if t.at_users is None and not t.holds(step.get(t.field)):
+            reasons.append(f"threshold {t.expr}")
+    if step.get("fail_ratio") is not None and bend(step, steps) is not None:
+        reasons.append("throughput_bend")
+    return reasons
+
+
+def generator_limited(step: dict[str, Any] | None) -> bool:
+    """The step's load generator gave out (its CPU, sockets or ports, or a full host it runs on)."""
+    if step is None:
+        return False
+    codes = step.get("diagnosis") or ()
+    full_host = ((step.get("diagnosis_evidence") or {}).get("host_cpu_saturated") or {}).get("runs_generator")
+    return any(c in codes for c in GENERATOR_CODES) or bool(full_host)
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """Where the search stands: the healthiest-most users below the first unhealthy step."""
+
+    good: dict[str, Any] | None  # the last healthy step below `bad` (None: not even the lightest)
+    bad: dict[str, Any] | None  # the lightest unhealthy step (None: nothing gave out yet)
+
+    @property
+    def low(self) -> int:
+        return int(self.good["users"]) if self.good else 0
+
+    @property
+    def high(self) -> int | None:
+        return int(self.bad["users"]) if self.bad else None
+
+
+def bracket(steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]) -> Bracket:
+    """The lightest unhealthy step and the heaviest healthy one below it."""
+    bad = [s for s in steps if s.get("rps") is not None and gave_out(s, thresholds, steps)]
+    first_bad = min(bad, key=lambda s: (s["users"], s.get("index", 0))) if bad else None
+    limit = first_bad["users"] if first_bad else None
+    good = [s for s in steps if not gave_out(s, thresholds, steps) and (limit is None or s["users"] < limit)]
+    last_good = max(good, key=lambda s: (s["users"], s.get("index", 0))) if good else None
+    return Bracket(last_good, first_bad)
+
+
+def narrow_enough(low: int, high: int, resolution: float) -> bool:
+    """The bracket [low, high] is as narrow as asked: within `resolution` of low's users, or one user."""
+    return high - low <= max(1.0, resolution * low)
+
+
+def next_users(
+    search: SearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
+) -> int | None:
+    """The user count of the next step, from the finished steps; None when the search is over."""
+    measured = {int(s["users"]) for s in steps}
+    b = bracket(steps, thresholds)
+    if b.high is None:  # growing: double from the last healthy step, up to max_users
+        users = search.start if b.good is None else min(2 * b.low, search.max_users)
+        nxt = users if users not in measured else None  # measured: max_users was reached, healthy
+    elif b.good is None and generator_limited(b.bad):
+        nxt = None  # the generator could not load even the first step: fewer users tell nothing of the target
+    elif narrow_enough(b.low, b.high, search.resolution):
+        nxt = None
+    else:
+        nxt = (b.low + b.high) // 2
+        nxt = nxt if nxt not in measured and b.low < nxt < b.high else None
+    if nxt is not None:
+        return nxt
+    # The search is over: the steps that @N thresholds need, if it did not land on them.
+    pending = sorted({t.at_users for t in thresholds if t.at_users is not None} - measured)
+    return pending[0] if pending else None
+
+
+def outcome(
+    search: SearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
+) -> dict[str, Any]:
+    """summary.json's `capacity`: what the stack carried, at how many users, and what gave out first."""
+    b = bracket(steps, thresholds)
+    out: dict[str, Any] = {
+        "search": search.to_dict(),
+        "steps": len(steps),
+        "users": b.low if b.good else None,
+        "rps": b.good.get("rps") if b.good else None,
+        "p95_ms": b.good.get("p95_ms") if b.good else None,
+        "first_bad_users": b.high,
+        "gave_out": gave_out(b.bad, thresholds, steps) if b.bad else [],
+        "limit_found": b.bad is not None,
+        "narrow": b.bad is not None and narrow_enough(b.low, b.high or 0, search.resolution),
+    }
+    out["generator_limited"] = generator_limited(b.bad)
+    out["shared_machine"] = bool(((b.bad or b.good or {}).get("resources") or {}).get("shared_machine"))
+    out["text"] = _verdict(out, b, search)
+    return out
+
+
+def _hosts(step: dict[str, Any] | None, role: str) -> list[str]:
+    procs = ((step or {}).get("resources") or {}).get("processes") or {}
+    return sorted({name.split("/", 1)[0] for name, p in procs.items() if p.get("role") == role})
+
+
+def _what(codes: Sequence[str], step: dict[str, Any]) -> str:
+    evidence = step.get("diagnosis_evidence") or {}
+    parts = []
+    for code in codes:
+        words = _GAVE_OUT.get(code, code)
+        ev = evidence.get(code) or {}
+        where = ev.get("process") or ev.get("host") or ev.get("component")
+        parts.append(f"{words} ({code}{' on ' + str(where) if where else ''})")
+    return "; ".join(parts)
+
+
+def _verdict(out: dict[str, Any], b: Bracket, search: SearchSpec) -> str:
+    targets = _hosts(b.good or b.bad, "target")
+    where = f" on {', '.join(targets)}" if targets else ""
+    if b.bad is None:
+        top = b.good or {}
+        return (
+            f"nothing gave out up to {top.get('users')} users (the search's max_users, {search.max_users}): "
+            f"this stack{where} carried {top.get('rps')} rps there; raise --max-users to look further"
+        )
+    what = _what(out["gave_out"], b.bad)
+    if not out["generator_limited"]:
+        if b.good is None:
+            return f"even {b.high} users were too many: {what}"
+        text = (
+            f"this stack{where} carries about {b.good.get('rps')} rps at {b.low} users "
+            f"(p95 {b.good.get('p95_ms')} ms); what gives out first, at {b.high} users: {what}"
+        )
+    else:
+        gens = _hosts(b.bad, "loadgen")
+        shared = bool(set(gens) & set(targets)) or out["shared_machine"]
+        if b.good is None:
+            text = f"the load generator gave out at the first step, {b.high} users ({b.bad.get('rps')} rps)"
+        else:
+            text = (
+                f"this stack{where} carried at least {b.good.get('rps')} rps at {b.low} users "
+                f"(p95 {b.good.get('p95_ms')} ms)"
+            )
+        text += (
+            f"; what gives out first, at {b.high} users: {what}. "
+            "That held the load generator back, so the target's own limit lies beyond this figure"
+        )
+        if shared:
+            text += (
+                ": the generator shares the target's cores here; put Locust on hosts of its own "
+                "(the multi-host lab, README 'The lab across hosts') to measure the target alone"
+            )
+        else:
+            text += ": add Locust workers or loadgen hosts"
+    if b.good is not None and not out["narrow"]:
+        text += f" (the bracket {b.low}..{b.high} is wider than asked: the search was cut short)"
+    return text
