@@ -130,7 +130,8 @@ def scan(
         while pid in parents and pid not in matched and len(seen) < 64:
             seen.append(pid)
             pid = parents[pid]
-        found = matched.get(pid)
+        # The exporter's own process is its group by pid alone: what it (or a test running it) starts is not.
+        found = matched.get(pid) if pid != self_pid else None
         for p in seen:  # remember the answer for every process on the way
             if found is not None:
                 matched[p] = found

@@ -192,8 +192,9 @@ def test_report_regenerates_and_renders_in_headless_chromium(capacity_run: dict,
 def test_a_shared_10_socket_pool_is_client_connection_capped(wide_target: Target, tmp_path: Path) -> None:
     out = tmp_path / "run"
     code, output = run_sweep(
-        "--host", wide_target.url, "-f", str(LOCUSTFILES / "shared_pool.py"), "--allow-any-host",
-        "--users", "5,10,20", *STEP, "--workers", "1", "--out", str(out), "--threshold", "p95<80ms",
+        "--host", wide_target.url, "-f", str(REPO / "locustfiles" / "calibrate.py"), "--allow-any-host",
+        "--user-classes", "SharedPoolUser", "--users", "5,10,20", *STEP, "--workers", "1", "--out", str(out),
+        "--threshold", "p95<80ms",
     )  # fmt: skip
     summary = summary_of(out)
     by_users = {s["users"]: s for s in summary["steps"]}

@@ -40,6 +40,14 @@ def max_rps(steps: Sequence[dict[str, Any]]) -> float | None:
     return max(values) if values else None
 
 
+def closest_lighter(step: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The step of `steps` with the most users below `step`'s (the latest of equals), if any."""
+    lighter = [s for s in steps if s["users"] < step["users"] and s.get("rps") is not None]
+    if not lighter or step.get("rps") is None:
+        return None
+    return max(lighter, key=lambda s: (s["users"], s.get("index", 0)))
+
+
 def latency_rise(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, list[float]]:
     """The percentiles (p50, p95) that climbed from `prev` to `cur`: by LATENCY_RISE_RATIO, or for a step
     with fewer extra users by PROPORTIONAL_SHARE of the users' gain (a saturated closed system's latency

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loadlab.sweep import resource_model as model
-from loadlab.sweep.analysis import ERROR_RATIO, grows_in_proportion, latency_rise
+from loadlab.sweep.analysis import ERROR_RATIO, closest_lighter, grows_in_proportion, latency_rise
 
 VOCABULARY = (
     "ok",
@@ -352,11 +352,8 @@ def errors(step: dict[str, Any]) -> dict[str, Any] | None:
 
 def saturation(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """Against the closest lighter step: throughput did not keep up with users while latency climbed."""
-    lighter = [s for s in earlier if s["users"] < step["users"] and s.get("rps") is not None]
-    if not lighter or step.get("rps") is None:
-        return None
-    prev = max(lighter, key=lambda s: (s["users"], s.get("index", 0)))
-    if grows_in_proportion(prev, step):
+    prev = closest_lighter(step, earlier)
+    if prev is None or grows_in_proportion(prev, step):
         return None
     rose = latency_rise(prev, step)
     if not rose:

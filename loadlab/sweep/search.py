@@ -20,6 +20,7 @@ from typing import Any
 
 from loadlab.console import UserError
 from loadlab.inputs import finite_number
+from loadlab.sweep.analysis import closest_lighter
 from loadlab.sweep.thresholds import Threshold
 
 DEFAULT_START = 5
@@ -86,10 +87,9 @@ def parse_resolution(value: Any, what: str = "--resolution") -> float:
 
 def bend(step: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """Throughput fell short of BEND_SHARE of the users' gain over the closest lighter step measured."""
-    lighter = [s for s in steps if s["users"] < step["users"] and s.get("rps") is not None]
-    if not lighter or step.get("rps") is None:
+    prev = closest_lighter(step, steps)
+    if prev is None:
         return None
-    prev = max(lighter, key=lambda s: (s["users"], s.get("index", 0)))
     user_gain = step["users"] / prev["users"] - 1.0
     rps_gain = step["rps"] / prev["rps"] - 1.0 if prev["rps"] > 0 else 0.0
     if rps_gain >= BEND_SHARE * user_gain:
