@@ -33,7 +33,7 @@ unit: venv
 	pytest -m "not lab" tests
 
 test: system venv lint
-	pytest tests
+	pytest --durations=25 tests
 
 teardown: venv
 	ansible-playbook playbooks/teardown.yml

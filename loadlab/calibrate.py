@@ -33,6 +33,7 @@ LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "calibrate
 TOLERATED = {"ok", "host_cpu_saturated"}
 SUPERVISORCTL = "supervisorctl -c {etc}/supervisord.conf"
 STOP_FOR = 0.4  # share of the window a stopped component stays down, from a quarter into it
+PROGRAMS = {"postgres": "postgres", "lb": "nginx"}  # inventory group -> its supervisor program
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Case:
     users: int
     workers: int
     target: str = "nginx"  # "nginx" or "app": the first app instance, directly
-    action: str | None = None  # "stop-postgres": stop the lab's PostgreSQL mid-window, then start it
+    stop: str | None = None  # a lab group (postgres, lb): its program is stopped mid-window, then started
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,7 +97,16 @@ def cases(lab: Lab) -> list[Case]:
             "SteadyDbUser",
             users=10,
             workers=1,
-            action="stop-postgres",
+            stop="postgres",
+        ),
+        Case(
+            "lb_down",
+            "nginx stopped mid-window for 40% of it, then started again",
+            ("component_down", "errors"),
+            "SteadyDbUser",
+            users=10,
+            workers=1,
+            stop="lb",
         ),
     ]
 
@@ -159,11 +169,12 @@ class Calibration:
     @contextlib.contextmanager
     def _action(self, case: Case) -> Iterator[Callable[[float], None] | None]:
         """The mid-window action of a case, and the restore that runs whatever happens."""
-        if case.action != "stop-postgres":
+        if case.stop is None:
             yield None
             return
         assert self.lab is not None
-        host: Host = self.lab.group("postgres")[0]
+        host: Host = self.lab.group(case.stop)[0]
+        program = PROGRAMS[case.stop]
         ctl = SUPERVISORCTL.format(etc=host.var("loadlab_etc_dir"))
         remotes = RemoteHosts(self.lab)
         events: dict[str, float] = {}
@@ -172,9 +183,9 @@ class Calibration:
             try:
                 time.sleep(window / 4)
                 events["stopped_at"] = time.time()
-                remotes[host].run(f"{ctl} stop postgres")
+                remotes[host].run(f"{ctl} stop {program}")
                 time.sleep(window * STOP_FOR)
-                remotes[host].run(f"{ctl} start postgres")
+                remotes[host].run(f"{ctl} start {program}")
                 events["started_at"] = time.time()
             except UserError as exc:  # the case then fails on its diagnosis; the restore below still runs
                 events["error"] = str(exc)
@@ -182,9 +193,9 @@ class Calibration:
         try:
             yield stop_then_start
         finally:
-            remotes[host].run(f"{ctl} start postgres")  # already running: a harmless "already started"
+            remotes[host].run(f"{ctl} start {program}")  # already running: a harmless "already started"
             remotes.close()
-            case.result["action"] = {"host": host.name, "component": "postgres", **events}
+            case.result["action"] = {"host": host.name, "component": program, **events}
 
     def run_case(self, case: Case) -> dict[str, Any]:
         from loadlab.sweep.runner import SweepPlan, SweepRunner

@@ -28,15 +28,15 @@ def test_calibrate_names_every_provoked_bottleneck_and_leaves_the_lab_as_it_was(
     cases = json.loads((out / "calibrate.json").read_text())["cases"]
     table = {c["case"]: (c["diagnosed"], c["passed"]) for c in cases}
     assert result.exit_code == 0, (result.output[-3000:], table)
-    assert set(table) == {"db_pool", "target_cpu", "generator_cpu", "shared_pool", "component_down"}
+    names = {"db_pool", "target_cpu", "generator_cpu", "shared_pool", "component_down", "lb_down"}
+    assert set(table) == names
     assert all(passed for _codes, passed in table.values()), table
-    assert "calibrate: 5 of 5 cases passed" in result.output
-    # The stopped component is named with its host and the errors are laid at its door.
-    down = next(c for c in cases if c["case"] == "component_down")
-    assert down["evidence"]["component_down"]["component"].endswith("/postgres"), down["evidence"]
-    assert "postgres" in json.dumps(down["evidence"]["errors"].get("attributed_to")), down["evidence"][
-        "errors"
-    ]
+    assert "calibrate: 6 of 6 cases passed" in result.output
+    # Each stopped component is named with its host and the errors are laid at its door.
+    for case, component in (("component_down", "postgres"), ("lb_down", "nginx")):
+        evidence = next(c for c in cases if c["case"] == case)["evidence"]
+        assert evidence["component_down"]["component"].endswith(f"/{component}"), evidence
+        assert evidence["errors"].get("attributed_to") == [evidence["component_down"]["component"]], evidence
     # A user's own locustfile (calibrate's) against the lab's nginx reads the lab's figures: the apps' CPU
     # and DB pools from the lab's Prometheus, the generator sampled where this sweep's Locust ran.
     pool = json.loads((out / "db_pool" / "summary.json").read_text())["steps"][0]

@@ -6,12 +6,15 @@ Two small steps (2 and 4 users, 15 s windows) from the master and workers `ansib
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
+import time
 
 import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
-from tests.lab_fixture import run_playbook
+from tests.lab_fixture import SUPERVISORCTL, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
@@ -54,3 +57,46 @@ def test_the_sweep_playbook_runs_a_spec_on_the_loadgen_host_and_fetches_the_run(
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["verdict"] == "pass" and [s["users"] for s in summary["steps"]] == [3]
     assert (folder / "report.html").is_file() and (folder / "run.json").is_file()
+
+
+def test_a_sweep_outlives_prometheus_and_one_lab_yml_rerun_heals_the_lab(lab, tmp_path, monkeypatch):
+    """Prometheus stopped after the first step: the next step keeps figures sampled on this machine and
+    says so; `loadlab status` names Prometheus down until one rerun of lab.yml brings it back."""
+    monkeypatch.chdir(lab.lab.inventory.resolve().parent.parent)
+    out = tmp_path / "run"
+    stopped = threading.Event()
+
+    def stop_prometheus_after_the_first_step() -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            steps = out / "steps.jsonl"
+            if steps.exists() and steps.read_text().strip():
+                subprocess.run([*SUPERVISORCTL, "stop", "prometheus"], check=True, capture_output=True)
+                stopped.set()
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=stop_prometheus_after_the_first_step)
+    watcher.start()
+    args = ["sweep", "--users", "2,3", "--step-time", "15s", "--warmup", "3s", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    watcher.join()
+    assert stopped.is_set() and result.exit_code == 0, result.output
+    first, second = json.loads((out / "summary.json").read_text())["steps"]
+    assert first["resources"]["source"] == "prometheus" and "prometheus_error" not in first["resources"]
+    assert (
+        second["resources"]["source"] == "sampled"
+        and "did not answer" in second["resources"]["prometheus_error"]
+    )
+    # Sampled here, the step still has the lab's figures: its apps' CPU and the generator's sockets.
+    assert second["target_cpu"] > 0 and second["loadgen_cpu"] > 0 and second["client_sockets"] == 3
+    assert result.output.count("did not answer") == 1, result.output  # one warning, not one per step
+
+    down = CliRunner().invoke(main, ["status"])
+    assert down.exit_code == 1 and "prometheus" in down.output.lower(), down.output
+    heal = run_playbook("lab.yml")
+    assert heal.returncode == 0, heal.tail()
+    deadline = time.monotonic() + 60  # Prometheus answers "ready" a moment after it starts
+    while (up := CliRunner().invoke(main, ["status"])).exit_code != 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert up.exit_code == 0, up.output

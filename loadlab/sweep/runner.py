@@ -191,6 +191,8 @@ class SweepRunner:
         self._lab_locust: tuple[float, dict[str, psutil.Process]] | None = None
         self._stopped = False
         self._remotes: RemoteHosts | None = None
+        self._collectors: list[Any] = []
+        self._told_prometheus = False
         self.progress = SweepProgress(None if self.spec.search else len(self.spec.users))
         self.annotator = _Annotator(plan)
 
@@ -329,40 +331,65 @@ class SweepRunner:
             )
             if prom.ready() and prom.covers(self.window):
                 self.prometheus = prom
+                # Sampled beside it, lightly (no collectors, once a second): this sweep's own Locust, and
+                # the step's figures should Prometheus stop answering during the run.
+                self.sampler = self._sampler(lab_target, light=True)
                 if plan.mode == "lab":
                     return f"Prometheus at {lab.prometheus_url}"
-                self.sampler = res.Sampler(
-                    plan.port, locust=self._locust_procs, target=lambda: {}, host=res.this_host(inventory)
-                )
                 return (
                     f"the lab's Prometheus at {lab.prometheus_url} for the lab, "
                     "in-process sampling for this sweep's Locust"
                 )
             prom.close()
-        host = urlsplit(plan.host).hostname or ""
-        local_target = res.is_local_address(host)
-        collectors: list[Any] = []
+        self.sampler = self._sampler(lab_target)
+        return "in-process sampling" + (" with the lab exporter's collectors" if self._collectors else "")
+
+    def _sampler(self, lab_target: bool, light: bool = False) -> res.Sampler:
+        """Sampling on this machine: this sweep's Locust, and the lab's processes here when it loads the
+        lab (with the lab exporter's PostgreSQL, Redis and nginx collectors and the apps' pools unless
+        `light`)."""
+        plan, lab = self.plan, self.plan.lab
+        inventory = lab.lab
+        local_target = res.is_local_address(urlsplit(plan.host).hostname or "")
+        self._collectors: list[Any] = []
         app_metrics: dict[str, str] = {}
         if lab_target:  # the lab's processes on this machine, as the lab's exporter would group them
             ports = lab.local_ports()
             target_ports = {p: n for p, n in ports.items() if n == "nginx" or n.startswith("app-")}
             other_ports = {p: n for p, n in ports.items() if p not in target_ports}
-            collectors = _exporter_collectors(lab)
-            app_metrics = _local_app_metrics(inventory)
+            if not light:
+                self._collectors = _exporter_collectors(lab)
+                app_metrics = _local_app_metrics(inventory)
         else:
             target_ports = {plan.port: f"target-{plan.port}"} if local_target else {}
             other_ports = {}
-        self.sampler = res.Sampler(
+        return res.Sampler(
             plan.port,
             locust=self._locust_procs,
             target=_CachedListeners(target_ports),
             others=_CachedListeners(other_ports),
-            collectors=collectors,
+            collectors=self._collectors,
             host=res.this_host(inventory),
             count_server_sockets=local_target,
             app_metrics=app_metrics,
+            interval=1.0 if light else res.SAMPLE_INTERVAL,
         )
-        return "in-process sampling" + (" with the lab exporter's collectors" if collectors else "")
+
+    def _prometheus_figures(self, start: float, end: float, sampled: dict[str, Any]) -> dict[str, Any]:
+        """The window from Prometheus; when it no longer answers, the step keeps what was sampled here, and
+        says so (`source` sampled, `prometheus_error`)."""
+        assert self.prometheus is not None
+        figures = self.prometheus.measure(start, end) if self.prometheus.ready() else {}
+        if figures.get("processes"):
+            return with_generator(figures, sampled) if self.plan.mode == "standalone" else figures
+        why = (
+            f"Prometheus at {self.prometheus.url} did not answer for this window: "
+            "its figures were sampled on this machine instead"
+        )
+        if not self._told_prometheus:
+            self.progress.note(f"warning: {why}")
+            self._told_prometheus = True
+        return {**sampled, "prometheus_error": why}
 
     # -- one step ------------------------------------------------------------------------------------
 
@@ -455,14 +482,9 @@ class SweepRunner:
             action.join(timeout=window + 60)
         endpoints, total = self.web.window()
         t1_wall = time.time()
-        sampled = self.sampler.stop() if self.sampler is not None else None
-        if self.prometheus is None:
-            assert sampled is not None
-            figures = sampled
-        else:
-            figures = self.prometheus.measure(t0_wall, t1_wall)
-            if sampled is not None:  # this sweep's own Locust: the generator is what it sampled
-                figures = with_generator(figures, sampled)
+        sampled = self.sampler.stop() if self.sampler is not None else {}
+        prometheus = self.prometheus is not None
+        figures = self._prometheus_figures(t0_wall, t1_wall, sampled) if prometheus else sampled
         errors = [
             {k: e.get(k) for k in ("method", "name", "error", "occurrences")}
             for e in (self._live().get("errors") or [])[:10]
