@@ -2,14 +2,15 @@
 
 The search starts at `start` users and doubles while every step is healthy. A step is not healthy when its
 diagnosis names anything but `ok` (throughput stopped growing with latency climbing, errors, a saturated
-generator, host CPU, DB pool, ports, descriptors or listen queue) or when a threshold without `@N` (an SLO
-over every step) breaks on it. The first unhealthy step brackets the limit: the search then measures the
+generator, host CPU, DB pool, ports, descriptors or listen queue), when a threshold without `@N` (an SLO
+over every step) breaks on it, or when its throughput bent (grew by less than BEND_SHARE of the users' gain
+over the closest lighter step). The first unhealthy step brackets the limit: the search then measures the
 middle of [last healthy, first unhealthy] until the bracket is no wider than `resolution` of the healthy
 end's users (at least one user). It stops at `max_users` when nothing gave out by then.
 
 The next user count is computed from the finished steps alone, so `--resume` continues a search exactly
-where it stopped. Thresholds with `@N` do not steer the search: they are judged, as in a list sweep, on the
-step at exactly N users, which the search measures after it has narrowed when it did not land on N.
+where it stopped. A threshold with `@N` is judged, as in a list sweep, on the step at exactly N users: the
+search measures those steps first, and they count among its steps like any other.
 """
 
 from __future__ import annotations
@@ -160,6 +161,10 @@ def next_users(
 ) -> int | None:
     """The user count of the next step, from the finished steps; None when the search is over."""
     measured = {int(s["users"]) for s in steps}
+    # The steps @N thresholds are judged on come first: measured later, one could reopen a finished search.
+    pending = sorted({t.at_users for t in thresholds if t.at_users is not None} - measured)
+    if pending:
+        return pending[0]
     b = bracket(steps, thresholds)
     if b.high is None:  # growing: double from the last healthy step, up to max_users
         users = search.start if b.good is None else min(2 * b.low, search.max_users)
@@ -171,11 +176,7 @@ def next_users(
     else:
         nxt = (b.low + b.high) // 2
         nxt = nxt if nxt not in measured and b.low < nxt < b.high else None
-    if nxt is not None:
-        return nxt
-    # The search is over: the steps that @N thresholds need, if it did not land on them.
-    pending = sorted({t.at_users for t in thresholds if t.at_users is not None} - measured)
-    return pending[0] if pending else None
+    return nxt
 
 
 def outcome(
