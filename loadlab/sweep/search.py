@@ -31,7 +31,7 @@ DEFAULT_RESOLUTION = 0.1
 # While throughput grows by at least this share of the users' gain the search keeps doubling; below it the
 # curve bends (stricter than the diagnosis's target_saturated, PROPORTIONAL_SHARE), so a doubling step cannot
 # slip far past the knee and the narrowing starts below it.
-BEND_SHARE = 0.8
+BEND_SHARE = 0.6
 # What gave out, in words, per diagnosis code (the verdict's last clause).
 _GAVE_OUT = {
     "generator_cpu_bound": "the load generator's CPU",
@@ -217,9 +217,19 @@ def _what(codes: Sequence[str], step: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _users(n: Any) -> str:
+    return f"{n} user" if n == 1 else f"{n} users"
+
+
 def _verdict(out: dict[str, Any], b: Bracket, search: SearchSpec) -> str:
     targets = _hosts(b.good or b.bad, "target")
     where = f" on {', '.join(targets)}" if targets else ""
+    if b.bad is None and b.low < search.max_users:
+        top = b.good or {}
+        return (
+            f"nothing gave out up to {_users(top.get('users'))} ({top.get('rps')} rps), where the search "
+            f"stopped short of a limit and of its max_users ({search.max_users})"
+        )
     if b.bad is None:
         top = b.good or {}
         return (
@@ -227,25 +237,38 @@ def _verdict(out: dict[str, Any], b: Bracket, search: SearchSpec) -> str:
             f"this stack{where} carried {top.get('rps')} rps there; raise --max-users to look further"
         )
     what = _what(out["gave_out"], b.bad)
+    gens = _hosts(b.bad, "loadgen")
+    shared = bool(set(gens) & set(targets)) or out["shared_machine"]
     if not out["generator_limited"]:
         if b.good is None:
-            return f"even {b.high} users were too many: {what}"
+            return f"even {_users(b.high)} {'was' if b.high == 1 else 'were'} too many: {what}"
         text = (
-            f"this stack{where} carries about {b.good.get('rps')} rps at {b.low} users "
-            f"(p95 {b.good.get('p95_ms')} ms); what gives out first, at {b.high} users: {what}"
+            f"this stack{where} carries about {b.good.get('rps')} rps at {_users(b.low)} "
+            f"(p95 {b.good.get('p95_ms')} ms); what gives out first, at {_users(b.high)}: {what}"
         )
+        if out["gave_out"] == ["throughput_bend"] and (b.bad.get("rps") or 0) > (b.good.get("rps") or 0):
+            text += f" (it still made {b.bad.get('rps')} rps there: the knee lies between)"
+        if shared:
+            cpu = [
+                f"{label} {b.bad.get(figure):.2f} cores"
+                for label, figure in (("generator", "loadgen_cpu"), ("target", "target_cpu"))
+                if b.bad.get(figure) is not None
+            ]
+            text += (
+                f". Locust shares {', '.join(sorted(set(gens) & set(targets)) or targets)}'s cores with the "
+                f"target here ({', '.join(cpu)} at {_users(b.high)}), so part of that limit is the "
+                "generator's; the multi-host lab (README 'The lab across hosts') measures the target alone"
+            )
     else:
-        gens = _hosts(b.bad, "loadgen")
-        shared = bool(set(gens) & set(targets)) or out["shared_machine"]
         if b.good is None:
-            text = f"the load generator gave out at the first step, {b.high} users ({b.bad.get('rps')} rps)"
+            text = f"the load generator gave out at the first step, {_users(b.high)} ({b.bad.get('rps')} rps)"
         else:
             text = (
-                f"this stack{where} carried at least {b.good.get('rps')} rps at {b.low} users "
+                f"this stack{where} carried at least {b.good.get('rps')} rps at {_users(b.low)} "
                 f"(p95 {b.good.get('p95_ms')} ms)"
             )
         text += (
-            f"; what gives out first, at {b.high} users: {what}. "
+            f"; what gives out first, at {_users(b.high)}: {what}. "
             "That held the load generator back, so the target's own limit lies beyond this figure"
         )
         if shared:
