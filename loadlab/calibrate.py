@@ -249,7 +249,29 @@ class Calibration:
         )
         return case.result
 
+    def check_lab(self) -> None:
+        """The lab answers: its nginx and its Prometheus, which every case reads (one line when not)."""
+        import httpx
+
+        from loadlab.sweep.runner import check_reachable
+
+        assert self.view.nginx_url is not None and self.view.prometheus_url is not None
+        try:
+            check_reachable(self.view.nginx_url)
+        except UserError as exc:
+            raise UserError(f"{exc}: is the lab up? (loadlab status)") from None
+        try:
+            ready = httpx.get(f"{self.view.prometheus_url}/-/ready", timeout=5, trust_env=False).status_code
+        except httpx.HTTPError:
+            ready = None
+        if ready != 200:
+            raise UserError(
+                f"the lab's Prometheus at {self.view.prometheus_url} does not answer: is the lab up? "
+                "(loadlab status)"
+            )
+
     def run(self) -> list[dict[str, Any]]:
+        self.check_lab()
         self.out.mkdir(parents=True, exist_ok=True)
         results = []
         for number, case in enumerate(self.cases, start=1):

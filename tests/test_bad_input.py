@@ -73,6 +73,28 @@ for name, args, contains in [
     ("sweep bad flag", ["sweep", "--bogus"], "--bogus"),
     ("sweep --users without value", ["sweep", "--users"], "--users"),
     ("sweep --workers not a number", ["sweep", *OK, "--workers", "many"], "--workers"),
+    ("sweep --max-users without auto", ["sweep", *OK, "--max-users", "10"], "--users auto"),
+    ("sweep --resolution without auto", ["sweep", *OK, "--resolution", "5%"], "--users auto"),
+    ("sweep --max-users zero", ["sweep", *OK[:-2], "--users", "auto", "--max-users", "0"], "--max-users"),
+    (
+        "sweep --resolution whole",
+        ["sweep", *OK[:-2], "--users", "auto", "--resolution", "100%"],
+        "resolution",
+    ),
+    ("sweep --resolution nan", ["sweep", *OK[:-2], "--users", "auto", "--resolution", "nan"], "resolution"),
+    ("calibrate bad flag", ["calibrate", "--bogus"], "--bogus"),
+    (
+        "calibrate unknown case",
+        ["calibrate", "-i", str(REPO / "inventory/local.yml"), "--case", "nope"],
+        "nope",
+    ),
+    (
+        "calibrate short window",
+        ["calibrate", "-i", str(REPO / "inventory/local.yml"), "--step-time", "5s"],
+        "--step-time",
+    ),
+    ("calibrate nan window", ["calibrate", "--step-time", "nan"], "--step-time"),
+    ("calibrate empty out", ["calibrate", "--out", " "], "--out"),
 ]:
     case(name, args, contains)
 
