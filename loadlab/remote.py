@@ -141,6 +141,7 @@ class Remote:
         self._lock = threading.Lock()
         self._direct: dict[tuple[str, int], bool] = {}
         self._forwards: list[_Forward] = []
+        self.reconnects = 0  # times an open SSH connection was found dropped and opened again
 
     @property
     def local(self) -> bool:
@@ -156,13 +157,19 @@ class Remote:
         return HostUnreachable(f"host {self.host.name} ({self.target}) is not reachable over SSH: {reason}")
 
     def connection(self) -> Any:
-        """The open Fabric connection (opened on first use, once, whichever thread asks first)."""
+        """The open Fabric connection (opened on first use, once, whichever thread asks first; opened
+        again, and counted in `reconnects`, when it dropped: a cut link, a restarted sshd)."""
         import paramiko
         from fabric import Config, Connection
 
         with self._lock:
-            if self._conn is not None and self._conn.is_connected:
-                return self._conn
+            dropped = self._conn is not None
+            if self._conn is not None:
+                if self._conn.is_connected:
+                    return self._conn
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
             if self.key is not None and not self.key.is_file():
                 raise self._unreachable(f"private key {self.key} does not exist")
             connect_kwargs: dict[str, Any] = {
@@ -191,6 +198,9 @@ class Remote:
             if transport is not None:
                 transport.set_keepalive(15)
             self._conn = conn
+            if dropped:
+                self.reconnects += 1
+                log.warning("the SSH connection to %s dropped and was opened again", self.host.name)
             return conn
 
     # -- commands ------------------------------------------------------------------------------------
@@ -335,8 +345,9 @@ class Remote:
 
     def forward(self, address: str, port: int) -> _Forward:
         """A loopback port of this machine that reaches `address:port` as seen from the host (close it)."""
-        conn = self.connection()
-        forward = _Forward(conn.transport, (address, port), self.host.name, self.connect_timeout)
+        forward = _Forward(
+            lambda: self.connection().transport, (address, port), self.host.name, self.connect_timeout
+        )
         self._forwards.append(forward)
         return forward
 
@@ -388,6 +399,11 @@ class RemoteHosts:
                 self._remotes[name] = Remote(self.lab.hosts[name], self.project, self.connect_timeout)
             return self._remotes[name]
 
+    def items(self) -> list[tuple[str, Remote]]:
+        """The hosts opened so far and their Remotes."""
+        with self._lock:
+            return list(self._remotes.items())
+
     def close(self) -> None:
         """Close every connection this set opened."""
         for remote in self._remotes.values():
@@ -405,11 +421,15 @@ class _Forward:
 
     Fabric's own `Connection.forward_local` binds its port in a thread after returning, takes no port 0,
     and stops forwarding for good when one connection is refused; a sweep keeps its forward to the Locust
-    master for its whole run, so this one binds before returning and survives a refused connection.
+    master for its whole run, so this one binds before returning, survives a refused connection, and opens
+    the host's SSH connection again (`transport()`, the Remote's) for the next connection after it dropped.
     """
 
-    def __init__(self, transport: Any, target: tuple[str, int], host: str, timeout: float) -> None:
-        self.transport = transport
+    def __init__(
+        self, transport: Callable[[], Any], target: tuple[str, int], host: str, timeout: float
+    ) -> None:
+        self._transport = transport
+        self.transport = transport()
         self.target = target
         self.host = host
         self.timeout = timeout
@@ -428,9 +448,7 @@ class _Forward:
 
         address, port = self.target
         try:
-            channel = self.transport.open_channel(
-                "direct-tcpip", self.target, ("127.0.0.1", 0), timeout=self.timeout
-            )
+            channel = self._open(("127.0.0.1", 0))
         except (OSError, EOFError, paramiko.SSHException) as exc:
             if not self.transport.is_active():
                 raise HostUnreachable(
@@ -444,6 +462,12 @@ class _Forward:
             ) from None
         channel.close()
 
+    def _open(self, peer: tuple[str, int]) -> Any:
+        """A channel to the target, over the live transport (the connection opened again if it dropped)."""
+        if not self.transport.is_active():
+            self.transport = self._transport()
+        return self.transport.open_channel("direct-tcpip", self.target, peer, timeout=self.timeout)
+
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
@@ -453,7 +477,7 @@ class _Forward:
             except OSError:
                 return
             try:
-                channel = self.transport.open_channel("direct-tcpip", self.target, peer, timeout=self.timeout)
+                channel = self._open(peer)
             except Exception as exc:  # noqa: BLE001 - refused or lost: this connection fails, the forward stays
                 log.debug("forward to %s:%s on %s failed: %s", *self.target, self.host, exc)
                 client.close()

@@ -1,44 +1,190 @@
-"""`loadlab sweep` against the lab: the inventory's nginx, the lab's Locust master, the lab's Prometheus.
+"""`loadlab sweep` against the lab: the inventory's nginx, the lab's Locust master, the lab's Prometheus —
+and the faults a lab meets during a run, on the real lab.
 
-Two small steps (2 and 4 users, 15 s windows) from the master and workers `ansible-playbook lab.yml` started.
+One sweep of three small steps (2, 4 and 6 users, 15 s windows) from the master and workers `ansible-playbook
+lab.yml` started: the first is clean; during the second a Locust worker is killed with SIGKILL; before the
+third the lab's Prometheus is stopped. One rerun of lab.yml heals the lab, and `loadlab report` then draws the
+run's panels from the healed Prometheus. A second sweep is killed with SIGKILL and resumed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
-from tests.lab_fixture import SUPERVISORCTL, run_playbook
+from tests.lab_fixture import ROOT, SUPERVISORCTL, LabSession, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
+LOADLAB = Path(sys.executable).with_name("loadlab")
 
-def test_a_lab_sweep_measures_each_step_with_the_labs_own_figures(lab, tmp_path, monkeypatch):
-    monkeypatch.chdir(lab.lab.inventory.resolve().parent.parent)  # where a user runs it: the project folder
-    out = tmp_path / "run"
-    args = ["sweep", "--users", "2,4", "--step-time", "15s", "--warmup", "3s", "--out", str(out)]
-    result = CliRunner().invoke(main, [*args, "--threshold", "fail_ratio<1%"])
-    assert result.exit_code == 0, result.output
 
+def _supervisor(*args: str) -> str:
+    return subprocess.run([*SUPERVISORCTL, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _recorded(out: Path) -> int:
+    steps = out / "steps.jsonl"
+    return len(steps.read_text().splitlines()) if steps.exists() else 0
+
+
+@dataclass
+class FaultedSweep:
+    """The sweep's exit, output and files, and what was done to the lab while it ran."""
+
+    exit_code: int
+    output: str
+    out: Path
+    killed_worker: int
+    summary: dict
+
+    @property
+    def steps(self) -> list[dict]:
+        return self.summary["steps"]
+
+
+@pytest.fixture(scope="module")
+def faulted(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultedSweep]:
+    out = tmp_path_factory.mktemp("lab-sweep") / "run"
+    killed: list[int] = []
+    failures: list[BaseException] = []
+
+    def faults() -> None:
+        try:
+            deadline = time.monotonic() + 240
+            while _recorded(out) < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            # Step 2 ramps (under a second at 10 users/s), warms up 3 s, then measures 15 s: 8 s after step 1
+            # is on disk is a few seconds into step 2's window.
+            time.sleep(8)
+            pid = int(_supervisor("pid", "locust-worker-1"))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            while _recorded(out) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            _supervisor("stop", "prometheus")
+        except BaseException as exc:  # noqa: BLE001 - reported by the fixture
+            failures.append(exc)
+
+    cwd = Path.cwd()
+    os.chdir(ROOT)  # where a user runs it: the project folder
+    try:
+        watcher = threading.Thread(target=faults)
+        watcher.start()
+        args = ["sweep", "--users", "2,4,6", "--step-time", "15s", "--warmup", "3s", "--out", str(out)]
+        result = CliRunner().invoke(main, [*args, "--threshold", "fail_ratio<1%"])
+        watcher.join()
+    finally:
+        os.chdir(cwd)
+    assert not failures and killed, failures
+    assert result.exit_code in (0, 1), result.output  # 1: a threshold failed, never a crash
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["verdict"] == "pass"
-    assert [s["users"] for s in summary["steps"]] == [2, 4]
-    for step in summary["steps"]:
-        assert step["rps"] > 0 and step["fail_ratio"] == 0.0
-        # One session per user: the lab's generators hold one socket per user toward nginx.
-        assert step["client_sockets"] == step["users"]
-        assert step["loadgen_cpu"] > 0 and step["target_cpu"] > 0
-        assert step["resources"]["source"] == "prometheus"
-    run = json.loads((out / "run.json").read_text())
+    yield FaultedSweep(result.exit_code, result.output, out, killed[0], summary)
+    # Whatever a test did, the next module finds the lab as lab.yml leaves it.
+    if subprocess.run([*SUPERVISORCTL, "status", "prometheus"], capture_output=True).returncode != 0:
+        run_playbook("lab.yml")
+
+
+def test_a_clean_lab_step_is_measured_with_the_labs_own_figures(faulted: FaultedSweep):
+    first = faulted.steps[0]
+    assert first["users"] == 2 and first["rps"] > 0 and first["fail_ratio"] == 0.0
+    assert first["diagnosis"] == ["ok"], first["diagnosis_evidence"]
+    # One session per user: the lab's generators hold one socket per user toward nginx.
+    assert first["client_sockets"] == first["users"]
+    assert first["loadgen_cpu"] > 0 and first["target_cpu"] > 0
+    assert first["resources"]["source"] == "prometheus" and "prometheus_error" not in first["resources"]
+    assert first["load"] == {**first["load"], "users_min": 2, "workers_start": 2, "workers_min": 2}
+    run = json.loads((faulted.out / "run.json").read_text())
     assert run["mode"] == "lab"
-    assert (out / "report.html").is_file() and len((out / "steps.jsonl").read_text().splitlines()) == 2
-    assert list((out / "panels").glob("*.png")), "no dashboard panels from the lab's Prometheus in the report"
+    assert (faulted.out / "report.html").is_file() and _recorded(faulted.out) == 3
+
+
+def test_a_worker_killed_mid_step_makes_the_step_say_its_load_was_short(faulted: FaultedSweep):
+    second = faulted.steps[1]
+    assert second["users"] == 4
+    load = second["load"]
+    # The master counted one worker fewer and ran the dead worker's users no more.
+    assert load["workers_start"] == 2 and load["workers_min"] == 1, load
+    assert load["users_min"] < 4 and load["users_mean"] < 4, load
+    assert "load_short" in second["diagnosis"] and "target_saturated" not in second["diagnosis"]
+    assert second["diagnosis_evidence"]["load_short"]["workers"] == {"at_start": 2, "least": 1}
+    assert "load_short" in faulted.output
+    # The lab's supervisor restarted the worker; the lab's Prometheus saw it restart.
+    restarted = second["resources"].get("components") or {}
+    assert any(name.endswith("/locust-worker-1") for name in restarted), restarted
+    # The next step ran every user again on every worker, the restarted one included.
+    third = faulted.steps[2]
+    assert third["load"]["users_min"] == 6 and third["load"]["workers_min"] == 2, third["load"]
+    assert int(_supervisor("pid", "locust-worker-1")) != faulted.killed_worker
+
+
+def test_a_sweep_outlives_prometheus_and_says_which_steps_it_sampled(faulted: FaultedSweep):
+    third = faulted.steps[2]
+    assert third["resources"]["source"] == "sampled"
+    assert "did not answer" in third["resources"]["prometheus_error"]
+    # Sampled here, the step still has the lab's figures: its apps' CPU and the generator's sockets.
+    assert third["target_cpu"] > 0 and third["loadgen_cpu"] > 0 and third["client_sockets"] == 6
+    assert faulted.output.count("did not answer") == 1, faulted.output  # one warning, not one per step
+
+
+def test_one_lab_yml_rerun_heals_the_lab_and_the_report_then_draws_the_runs_panels(faulted: FaultedSweep):
+    down = CliRunner().invoke(main, ["status"])
+    assert down.exit_code == 1 and "prometheus" in down.output.lower(), down.output
+    heal = run_playbook("lab.yml")
+    assert heal.returncode == 0, heal.tail()
+    deadline = time.monotonic() + 60  # Prometheus answers "ready" a moment after it starts
+    while (up := CliRunner().invoke(main, ["status"])).exit_code != 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert up.exit_code == 0, up.output
+    report = CliRunner().invoke(main, ["report", str(faulted.out)])
+    assert report.exit_code == 0, report.output
+    assert list((faulted.out / "panels").glob("*.png")), "no dashboard panels from the healed Prometheus"
+    assert "load_short" in (faulted.out / "report.html").read_text()
+
+
+def test_a_lab_sweep_killed_with_sigkill_resumes_without_losing_a_step(lab: LabSession, tmp_path: Path):
+    """SIGKILL leaves the lab's Locust swarming with no sweep attached; --resume takes the master over,
+    keeps the step on disk byte for byte, measures the rest, and stops the swarm at the end."""
+    out = tmp_path / "run"
+    cmd = [str(LOADLAB), "sweep", "--users", "2,3", "--step-time", "6s", "--warmup", "3s", "--out", str(out)]
+    sweep = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while _recorded(out) < 1 and time.monotonic() < deadline and sweep.poll() is None:
+            time.sleep(0.1)
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait(timeout=10)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert _recorded(out) == 1
+    kept = (out / "steps.jsonl").read_bytes()
+    master = lab.lab.locust_web_url
+    assert httpx.get(f"{master}/stats/requests", timeout=5).json()["state"] == "running"  # left swarming
+
+    resumed = subprocess.run(
+        [str(LOADLAB), "sweep", "--resume", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert (out / "steps.jsonl").read_bytes().startswith(kept)
+    assert [s["users"] for s in json.loads((out / "summary.json").read_text())["steps"]] == [2, 3]
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{master}/stats/requests", timeout=5).json()["state"] != "stopped":
+        assert time.monotonic() < deadline, "the resumed sweep left the lab's Locust swarming"
+        time.sleep(0.5)
 
 
 def test_the_sweep_playbook_runs_a_spec_on_the_loadgen_host_and_fetches_the_run(lab, tmp_path):
@@ -57,46 +203,3 @@ def test_the_sweep_playbook_runs_a_spec_on_the_loadgen_host_and_fetches_the_run(
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["verdict"] == "pass" and [s["users"] for s in summary["steps"]] == [3]
     assert (folder / "report.html").is_file() and (folder / "run.json").is_file()
-
-
-def test_a_sweep_outlives_prometheus_and_one_lab_yml_rerun_heals_the_lab(lab, tmp_path, monkeypatch):
-    """Prometheus stopped after the first step: the next step keeps figures sampled on this machine and
-    says so; `loadlab status` names Prometheus down until one rerun of lab.yml brings it back."""
-    monkeypatch.chdir(lab.lab.inventory.resolve().parent.parent)
-    out = tmp_path / "run"
-    stopped = threading.Event()
-
-    def stop_prometheus_after_the_first_step() -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            steps = out / "steps.jsonl"
-            if steps.exists() and steps.read_text().strip():
-                subprocess.run([*SUPERVISORCTL, "stop", "prometheus"], check=True, capture_output=True)
-                stopped.set()
-                return
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=stop_prometheus_after_the_first_step)
-    watcher.start()
-    args = ["sweep", "--users", "2,3", "--step-time", "15s", "--warmup", "3s", "--out", str(out)]
-    result = CliRunner().invoke(main, args)
-    watcher.join()
-    assert stopped.is_set() and result.exit_code == 0, result.output
-    first, second = json.loads((out / "summary.json").read_text())["steps"]
-    assert first["resources"]["source"] == "prometheus" and "prometheus_error" not in first["resources"]
-    assert (
-        second["resources"]["source"] == "sampled"
-        and "did not answer" in second["resources"]["prometheus_error"]
-    )
-    # Sampled here, the step still has the lab's figures: its apps' CPU and the generator's sockets.
-    assert second["target_cpu"] > 0 and second["loadgen_cpu"] > 0 and second["client_sockets"] == 3
-    assert result.output.count("did not answer") == 1, result.output  # one warning, not one per step
-
-    down = CliRunner().invoke(main, ["status"])
-    assert down.exit_code == 1 and "prometheus" in down.output.lower(), down.output
-    heal = run_playbook("lab.yml")
-    assert heal.returncode == 0, heal.tail()
-    deadline = time.monotonic() + 60  # Prometheus answers "ready" a moment after it starts
-    while (up := CliRunner().invoke(main, ["status"])).exit_code != 0 and time.monotonic() < deadline:
-        time.sleep(1)
-    assert up.exit_code == 0, up.output

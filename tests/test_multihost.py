@@ -14,12 +14,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -46,6 +48,7 @@ class MultiHostLab:
     rerun: PlaybookRun
     seconds: dict[str, float] = field(default_factory=dict)
     sweep_dir: Path | None = None
+    sweep_output: str = ""
 
 
 def _testhosts(*args: str) -> subprocess.CompletedProcess[str]:
@@ -82,17 +85,68 @@ def multihost() -> Iterator[MultiHostLab]:
         _testhosts("down")
 
 
+def _master_state(lab: Lab) -> dict:
+    """The master's /stats/requests, read inside its host's network namespace (the harness's view)."""
+    master = lab.locust_master
+    url = f"http://127.0.0.1:{master.int_var('locust_web_port')}/stats/requests"
+    code = f"import httpx; print(httpx.get({url!r}, timeout=3, trust_env=False).text)"
+    done = subprocess.run(
+        ["ip", "netns", "exec", f"lab-{master.name}", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def _cut_ssh(host_address: str) -> int:
+    """End every SSH session the host's sshd serves (as a cut link or a restarted sshd would). The host's
+    sshd is its PID 1, the parent of every orphan there (the lab's supervisord too): only its session
+    processes (`sshd: root@notty`) are killed."""
+    listening = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if f"ListenAddress={host_address}" in " ".join(p.info["cmdline"] or ())
+    ]
+    sessions = [
+        child
+        for p in listening
+        for child in p.children(recursive=True)
+        if " ".join(child.cmdline()).startswith("sshd:")
+    ]
+    for session in sessions:
+        session.kill()
+    psutil.wait_procs(sessions, timeout=5)
+    return len(sessions)
+
+
 @pytest.fixture(scope="module")
 def sweep(multihost: MultiHostLab, tmp_path_factory) -> dict:
-    """One short sweep from the controller: the master on loadgen1, Prometheus on the monitor host."""
+    """One short sweep from the controller: the master on loadgen1, Prometheus on the monitor host. A few
+    seconds into its window the controller's SSH connection to the master's host is cut."""
     out = tmp_path_factory.mktemp("multihost") / "run"
     cmd = [str(LOADLAB), "sweep", "-i", str(INVENTORY), "--users", str(USERS), "--step-time", "15s"]
     cmd += ["--warmup", "3s", "--out", str(out), "--threshold", "fail_ratio<1%"]
+    cut: list[int] = []
+
+    def cut_ssh_in_the_window() -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            state = _master_state(multihost.lab)
+            if state.get("state") == "running" and state.get("user_count") == USERS:
+                time.sleep(7)  # past the 3 s warm-up: inside the measured window
+                cut.append(_cut_ssh(multihost.lab.locust_master.address))
+                return
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=cut_ssh_in_the_window)
+    watcher.start()
     done = _timed(
         multihost.seconds, "sweep", subprocess.run, cmd, cwd=ROOT, capture_output=True, text=True, timeout=600
     )
+    watcher.join()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert cut and cut[0] > 0, "the controller's SSH sessions to the master's host were not found"
     multihost.sweep_dir = out
+    multihost.sweep_output = done.stdout + done.stderr
     return json.loads((out / "summary.json").read_text())
 
 
@@ -168,6 +222,16 @@ def test_a_sweep_from_the_controller_keeps_every_figure_on_its_host(multihost: M
     assert set(run["clocks"]["hosts"]) == set(multihost.lab.hosts)
 
 
+def test_the_sweep_outlives_a_cut_ssh_connection_to_the_masters_host(multihost: MultiHostLab, sweep: dict):
+    """The forward to the master's web API opened the connection again and the step went on, its load whole;
+    the step names the host whose connection dropped."""
+    (step,) = sweep["steps"]
+    master = multihost.lab.locust_master.name
+    assert step["ssh_reconnects"] == {master: 1}, step.get("ssh_reconnects")
+    assert "load_short" not in step["diagnosis"] and step["load"]["users_min"] == USERS, step["load"]
+    assert f"the SSH connection to {master} dropped and was opened again" in multihost.sweep_output
+
+
 def test_requests_reached_the_instances_of_both_app_hosts(multihost: MultiHostLab, sweep: dict):
     (step,) = sweep["steps"]
     prometheus = multihost.lab.prometheus_url
@@ -222,12 +286,15 @@ def test_the_sweep_collected_every_hosts_folder(multihost: MultiHostLab, sweep: 
 
 
 def test_a_host_that_lacks_a_package_and_reaches_no_source_is_told_which(multihost: MultiHostLab):
-    """Test hosts have no route to a package source, like an air-gapped lab: apt cannot fetch `hello`."""
-    extra = json.dumps({"common_packages": ["ca-certificates", "hello"]})
+    """Test hosts have no route to a package source, like an air-gapped lab: apt cannot fetch `hello`
+    (asked once: common_apt_update_retries only spaces out the same failure)."""
+    extra = json.dumps({"common_packages": ["ca-certificates", "hello"], "common_apt_update_retries": 0})
     host = multihost.lab.monitor.name
     run = run_playbook("lab.yml", "--limit", host, "-e", extra, inventory=INVENTORY)
     assert run.returncode != 0
-    assert f"{host} lacks the Debian package(s) hello and apt could not install them" in run.output
+    assert f"{host} lacks the Debian package(s) hello and apt could not install them" in run.output, (
+        run.tail()
+    )
 
 
 def test_teardown_leaves_no_lab_process_and_down_leaves_no_host(multihost: MultiHostLab, sweep: dict):

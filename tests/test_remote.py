@@ -15,8 +15,10 @@ import httpx
 import psutil
 import pytest
 
+from loadlab.console import UserError
 from loadlab.lab import Host
 from loadlab.remote import HostUnreachable, Remote
+from loadlab.sweep.locust_driver import LocustWeb
 from tests import ssh_server
 from tests.servers import free_port
 from tests.ssh_server import SshServer
@@ -120,6 +122,60 @@ def test_a_forward_outlives_a_refused_connection(remote: Remote) -> None:
             server.server_close()
     finally:
         forward.close()
+
+
+def _sshd_sessions(server: SshServer) -> list[psutil.Process]:
+    """The sshd processes serving connections (the children of the listening one)."""
+    pid = int((server.root / "sshd.pid").read_text())
+    return psutil.Process(pid).children(recursive=False)
+
+
+class _Stats(http.server.BaseHTTPRequestHandler):
+    """A Locust master's /stats/requests, as far as LocustWeb.stats() reads it."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: the client's pooled connection dies with the SSH session
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = b'{"state": "running", "user_count": 4}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_forward_and_the_locust_client_outlive_a_dropped_ssh_connection(
+    remote: Remote, sshd: SshServer
+) -> None:
+    """The sshd session serving the controller is killed, as a cut link or a restarted sshd ends it: the
+    client asks again, the forward opens the SSH connection again, and the Remote counts the reconnect."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stats)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    forward = remote.forward("127.0.0.1", server.server_address[1])
+    web = LocustWeb(f"http://127.0.0.1:{forward.port}", timeout=5, retry_for=20)
+    try:
+        assert web.stats()["user_count"] == 4
+        sessions = _sshd_sessions(sshd)
+        assert sessions, "no sshd session serves the forward"
+        for session in sessions:
+            session.kill()
+        psutil.wait_procs(sessions, timeout=5)
+        assert web.stats()["user_count"] == 4
+        assert remote.reconnects == 1
+        assert remote.run("echo still").stdout == "still\n"
+        # Without time to ask again, the same cut is one clear error naming the master.
+        for session in _sshd_sessions(sshd):
+            session.kill()
+        server.shutdown()
+        with pytest.raises(UserError, match="Locust master at .* did not answer /stats/requests"):
+            LocustWeb(f"http://127.0.0.1:{forward.port}", timeout=2).stats()
+    finally:
+        web.close()
+        forward.close()
+        server.server_close()
 
 
 def _own_address() -> str:

@@ -7,6 +7,7 @@ import pytest
 
 from loadlab.sweep import analysis
 from loadlab.sweep.diagnosis import diagnose
+from loadlab.sweep.runner import load_held
 
 
 def closed_loop_curve(users: list[int], slots: int, hold_ms: float) -> list[dict]:
@@ -275,3 +276,21 @@ def test_steps_with_errors_or_failed_thresholds_are_never_recommended() -> None:
     assert rec["users"] == 5 and "failed p99<5ms" in rec["text"]
     steps[0]["fail_ratio"] = 0.5
     assert analysis.recommendation(steps, None)["users"] is None
+
+
+def test_a_worker_lost_mid_window_makes_the_step_load_short_and_never_target_saturated() -> None:
+    """Two workers of 10 users each; one dies 5 s into a 15 s window, and the master drops its users after
+    its missed heartbeats: 10 users ran for the last 7 s. The throughput fell with the users, which against
+    the lighter step reads as saturation unless the short load is seen."""
+    samples = [(float(t), 20 if t < 8 else 10, 2 if t < 8 else 1) for t in range(1, 15)]
+    load = load_held(20, samples, 15.0)
+    assert load["users_min"] == 10 and load["workers_start"] == 2 and load["workers_min"] == 1
+    assert load["users_mean"] == pytest.approx(20 * 7 / 14 + 10 * 7 / 14)
+    step = _step(20, rps=150.0, p50_ms=80, p95_ms=90, load=load)
+    codes, evidence = diagnose(step, [_step(10, index=0, rps=195.0, p50_ms=50, p95_ms=55)])
+    assert codes == ["load_short"]
+    assert evidence["load_short"]["workers"] == {"at_start": 2, "least": 1}
+    held = _step(
+        20, rps=150.0, p50_ms=80, p95_ms=90, load=load_held(20, [(t, 20, 2) for t, _, _ in samples], 15)
+    )
+    assert "load_short" not in diagnose(held, [_step(10, index=0, rps=195.0, p50_ms=50, p95_ms=55)])[0]

@@ -106,6 +106,31 @@ def test_a_failed_resume_leaves_every_file_byte_identical(finished_run: Path, tm
     assert files_of(run) == before
 
 
+@pytest.mark.timeout(120)
+def test_a_resume_that_fails_after_its_checks_leaves_every_file_byte_identical(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """Every check passes (the target answers, the locustfile compiles) but Locust cannot start: the
+    damaged line set aside and the run record rewritten for the resume are put back as they were."""
+    run = copy_of(finished_run, tmp_path)
+    broken = tmp_path / "broken.py"
+    broken.write_text("import a_module_this_machine_lacks  # found only when Locust imports it\n")
+    record = json.loads((run / "run.json").read_text())
+    record["locustfile"] = str(broken)
+    (run / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    damage_middle_line(run)
+    before = files_of(run)
+    code, output = sweep("--resume", str(run))
+    assert code == 2 and "a_module_this_machine_lacks" in output, output
+    after = files_of(run)
+    assert {name: after.get(name) for name in before} == before
+    # Only the failed attempt's Locust logs are new, in a folder of their own.
+    assert {name for name in after if name not in before} <= {
+        "locust/resume-1/master.log",
+        "locust/resume-1/worker-1.log",
+    }, sorted(after)
+
+
 @pytest.mark.timeout(180)
 def test_resume_sets_a_damaged_line_aside_and_measures_exactly_that_step(
     finished_run: Path, tmp_path: Path

@@ -341,24 +341,32 @@ def sweep(**opts: Any) -> None:
     remaining = plan.spec.next_step(steps) is not None
     if remaining:
         check_reachable(plan.host)
-    # Every check passed: only now is anything in the run folder written.
-    if run is None:
-        run_dir.create()
-        run = plan.run_record()
-    if scan is not None and scan.damaged:
-        run_dir.set_aside(scan)
-        run["resumes"][-1]["set_aside"] = [{"line": n, "why": why} for n, _line, why in scan.damaged]
-        console.print(
-            f"{len(scan.damaged)} damaged line(s) of steps.jsonl moved to steps.damaged.jsonl; "
-            "their steps are measured again",
-            markup=False,
-        )
-    run_dir.write_run(run)
-    runner = SweepRunner(plan, run_dir, steps)
-    if remaining:
-        summary, interrupted = runner.run()
-    else:
-        summary, interrupted = runner.write_summary(), None
+    # Every check passed: only now is anything in the run folder written. A resume that fails before it
+    # measured a step puts back every file it rewrote (the run record, lines set aside, the summary).
+    saved = run_dir.snapshot() if scan is not None else None
+    kept = len(steps)
+    try:
+        if run is None:
+            run_dir.create()
+            run = plan.run_record()
+        if scan is not None and scan.damaged:
+            run_dir.set_aside(scan)
+            run["resumes"][-1]["set_aside"] = [{"line": n, "why": why} for n, _line, why in scan.damaged]
+            console.print(
+                f"{len(scan.damaged)} damaged line(s) of steps.jsonl moved to steps.damaged.jsonl; "
+                "their steps are measured again",
+                markup=False,
+            )
+        run_dir.write_run(run)
+        runner = SweepRunner(plan, run_dir, steps)
+        if remaining:
+            summary, interrupted = runner.run()
+        else:
+            summary, interrupted = runner.write_summary(), None
+    except UserError:
+        if saved is not None and len(steps) == kept:
+            run_dir.restore(saved)
+        raise
     _write_report(plan.out, lab_panels=plan.mode == "lab")
     if interrupted is not None:
         err_console.print(

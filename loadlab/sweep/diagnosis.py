@@ -19,6 +19,7 @@ VOCABULARY = (
     "ok",
     "generator_cpu_bound",
     "client_connection_capped",
+    "load_short",
     "target_saturated",
     "target_cpu_bound",
     "host_cpu_saturated",
@@ -30,6 +31,8 @@ VOCABULARY = (
     "errors",
 )
 
+# The step's load held when Locust ran at least this share of its users, time-weighted, through the window.
+LOAD_HELD = 0.98
 # A Python process (a Locust worker, one app instance) cannot use more than one core; this near is "full".
 CORE_FULL = 0.85
 # A process that ran or waited for a CPU this share of the window never idled: it wanted a full core.
@@ -134,6 +137,20 @@ def connection_cap(step: dict[str, Any]) -> dict[str, Any] | None:
             "sockets_per_user": _r(sockets / users),
         }
     return None
+
+
+def load_short(step: dict[str, Any]) -> dict[str, Any] | None:
+    """Locust ran fewer users than the step asked for, in part of its window: a worker lost mid-step (killed,
+    out of memory, its host gone) takes its users with it, and the master's figures say so."""
+    load = step.get("load") or {}
+    users = load.get("users", step.get("users"))
+    low, mean = load.get("users_min"), load.get("users_mean")
+    if not users or low is None or mean is None or low >= users or mean >= LOAD_HELD * users:
+        return None
+    evidence: dict[str, Any] = {"users": users, "users_min": low, "users_mean": mean}
+    if load.get("workers_min") is not None and load["workers_min"] < load.get("workers_start", 0):
+        evidence["workers"] = {"at_start": load["workers_start"], "least": load["workers_min"]}
+    return evidence
 
 
 def target_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
@@ -375,6 +392,7 @@ def diagnose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> tuple[l
     checks = (
         ("generator_cpu_bound", generator_cpu(step)),
         ("client_connection_capped", connection_cap(step)),
+        ("load_short", load_short(step)),
         ("target_cpu_bound", target_cpu(step)),
         ("host_cpu_saturated", host_cpu(step)),
         ("db_connections_saturated", db_connections(step)),
@@ -408,8 +426,8 @@ def diagnose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> tuple[l
     if full and any(figure in ev and ev.get("host") == full["host"] for ev, figure in blamed):
         del found["host_cpu_saturated"]
     # The target is only "saturated" when the generator could have pushed harder: not when the generator
-    # was CPU-bound, short of sockets, ports or descriptors, or shared a full host with the target.
-    held_back = ("generator_cpu_bound", "client_connection_capped", "ephemeral_ports_exhausted")
+    # was CPU-bound, short of sockets, ports, descriptors or users, or shared a full host with the target.
+    held_back = ("generator_cpu_bound", "client_connection_capped", "load_short", "ephemeral_ports_exhausted")
     fds = found.get("fds_exhausted")
     procs = _resources(step).get("processes") or {}
     generator_starved = (found.get("host_cpu_saturated") or {}).get("runs_generator", False) or bool(

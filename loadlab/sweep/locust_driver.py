@@ -80,18 +80,31 @@ def parse_requests_csv(text: str) -> tuple[list[EndpointStats], EndpointStats | 
 class LocustWeb:
     """A Locust master's web API: /swarm, /stop, /stats/reset, /stats/requests(/csv)."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 10.0, retry_for: float = 0.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        # A master on another host is asked again for this long when the way to it fails (a cut link, a
+        # dropped SSH connection): every call is one Locust takes twice without harm.
+        self.retry_for = retry_for
 
     def close(self) -> None:
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise UserError(f"Locust master at {self.base_url} did not answer {path}: {exc}") from None
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                resp = self._http.request(method, path, **kwargs)
+                break
+            except httpx.TransportError as exc:
+                if time.monotonic() >= deadline:
+                    waited = f" (for {self.retry_for:g}s)" if self.retry_for else ""
+                    raise UserError(
+                        f"Locust master at {self.base_url} did not answer {path}{waited}: {exc}"
+                    ) from None
+                time.sleep(1.0)
+            except httpx.HTTPError as exc:
+                raise UserError(f"Locust master at {self.base_url} did not answer {path}: {exc}") from None
         if resp.status_code >= 400:
             raise UserError(f"Locust master at {self.base_url} answered {path} with HTTP {resp.status_code}")
         return resp

@@ -315,7 +315,7 @@ tr.knee { background: #fff6d5; }
 .diag { display: inline-block; padding: 0 0.4em; margin: 1px; border-radius: 3px; background: #eee; }
 .diag.ok { background: #dcedc8; } .diag.errors, .diag.target_saturated { background: #ffcdd2; }
 .diag.component_down { background: #ffcdd2; }
-.diag.generator_cpu_bound, .diag.client_connection_capped { background: #ffe0b2; }
+.diag.generator_cpu_bound, .diag.client_connection_capped, .diag.load_short { background: #ffe0b2; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
 .figures img { max-width: 100%; border: 1px solid #ddd; }
 .note { background: #fff6d5; padding: 0.4em 0.8em; }

@@ -90,6 +90,8 @@ SUMMARY_STEP_FIELDS = [
     "diagnosis_evidence",
     "endpoints",
     "resources",
+    "load",
+    "ssh_reconnects",
 ]
 
 
@@ -214,6 +216,29 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create {self.path}: {exc.strerror or exc}") from None
+
+    def snapshot(self) -> dict[str, bytes | None]:
+        """The bytes of every file a resume may rewrite (None: absent), for restore() after a failure."""
+        saved: dict[str, bytes | None] = {}
+        for name in (*RUN_FILES, STEPS_DAMAGED):
+            try:
+                saved[name] = (self.path / name).read_bytes()
+            except FileNotFoundError:
+                saved[name] = None
+            except OSError as exc:
+                raise UserError(f"cannot read {self.path / name}: {exc.strerror or exc}") from None
+        return saved
+
+    def restore(self, saved: dict[str, bytes | None]) -> None:
+        """Put the files back as snapshot() read them: a command that failed leaves the run as it found it."""
+        for name, data in saved.items():
+            path = self.path / name
+            if data is None:
+                path.unlink(missing_ok=True)
+            elif not path.exists() or path.read_bytes() != data:
+                tmp = path.with_name(f".{name}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
 
     def write_run(self, run: dict[str, Any]) -> None:
         _atomic_write(self.path / RUN, json.dumps(run, indent=2, sort_keys=False) + "\n")

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 3.0
 POLL = 0.5
 CLOCK_WARN_MS = 50.0  # a host clock further off than this shifts step windows and log slices on it
+# A lab's master (often on another host, through SSH) is asked again for this long when the way to it fails.
+LAB_RETRY = 30.0
 STATS_CACHE = 2.0  # seconds Locust's web UI caches /stats/requests (locust.web.DEFAULT_CACHE_TIME)
 # Locust's live figures on the terminal: current rps and p95 over its last ~10 s.
 _LIVE_P95 = "response_time_percentile_0.95"
@@ -162,6 +164,30 @@ def _figures(entry: EndpointStats, seconds: float) -> dict[str, Any]:
     }
 
 
+def load_held(
+    users: int, samples: list[tuple[float, int | None, int | None]], window: float
+) -> dict[str, Any]:
+    """What Locust ran through the window, from the master's live figures polled each second: the users
+    (least seen and time-weighted mean) and, distributed, the workers connected (at the start and least).
+    A worker lost mid-window takes its users with it: the step's load was short of `users`."""
+    seen = [(t, u, w) for t, u, w in samples if u is not None]
+    load: dict[str, Any] = {"users": users}
+    if not seen:
+        return load
+    # Each sample holds until the next (the last one to the window's end).
+    weighted = sum(
+        u * (t_next - t) for (t, u, _), (t_next, _, _) in zip(seen, [*seen[1:], (window, 0, 0)], strict=True)
+    )
+    span = window - seen[0][0]
+    load["users_min"] = min(u for _, u, _ in seen)
+    load["users_mean"] = round(weighted / span, 1) if span > 0 else float(seen[0][1])
+    workers = [w for _, _, w in seen if w is not None]
+    if workers:
+        load["workers_start"] = workers[0]
+        load["workers_min"] = min(workers)
+    return load
+
+
 class _Annotator:
     """Grafana step regions in a lab run, best effort: StepAnnotator never raises and warns once."""
 
@@ -183,6 +209,7 @@ class SweepRunner:
         self.spec = plan.spec
         self.run_dir = run_dir
         self.steps = steps
+        self._kept = len(steps)  # steps on disk before this command (a resume's)
         self.local: LocalLocust | None = None
         self.web: LocustWeb | None = None
         self.prometheus: res.PrometheusWindow | None = None
@@ -193,6 +220,7 @@ class SweepRunner:
         self._remotes: RemoteHosts | None = None
         self._collectors: list[Any] = []
         self._told_prometheus = False
+        self._load: list[tuple[float, int | None, int | None]] = []  # (time, users, workers) in the window
         self.progress = SweepProgress(None if self.spec.search else len(self.spec.users))
         self.annotator = _Annotator(plan)
 
@@ -214,9 +242,12 @@ class SweepRunner:
         plan = self.plan
         if plan.mode == "standalone":
             assert plan.locustfile is not None and plan.workers is not None
-            self.local = LocalLocust(
-                plan.locustfile, plan.workers, self.spec.user_classes, plan.out / "locust"
-            )
+            logs = plan.out / "locust"
+            if self._kept:  # a resume: its Locust logs beside the first run's, which stay as they were
+                logs = next(
+                    logs / f"resume-{n}" for n in range(1, 10_000) if not (logs / f"resume-{n}").exists()
+                )
+            self.local = LocalLocust(plan.locustfile, plan.workers, self.spec.user_classes, logs)
             self.progress.note(f"starting Locust: 1 master, {plan.workers} workers ({plan.locustfile})")
             self.web = self.local.start()
             return
@@ -224,7 +255,7 @@ class SweepRunner:
         if url is None:  # the master's web API is on its host's loopback: reach it through SSH
             url = self._forward_to_master()
             where = f"127.0.0.1:{plan.lab.locust_web_port} on {plan.lab.locust_master} (through SSH)"
-        web = LocustWeb(url)
+        web = LocustWeb(url, retry_for=LAB_RETRY)
         if not web.answers():
             raise UserError(
                 f"the lab's Locust master does not answer at {where}: is the lab up? (loadlab status)"
@@ -234,6 +265,12 @@ class SweepRunner:
             raise UserError(f"the lab's Locust master at {where} has no workers connected")
         self.distributed = "workers" in stats
         self.web = web
+
+    def _reconnects(self) -> dict[str, int]:
+        """Per host this sweep reaches over SSH: how often its connection dropped and was opened again."""
+        if self._remotes is None:
+            return {}
+        return {name: remote.reconnects for name, remote in self._remotes.items()}
 
     def _remote_hosts(self) -> RemoteHosts:
         """The lab's hosts over the remote-access layer (SSH), opened on first use, closed by run()."""
@@ -447,6 +484,9 @@ class SweepRunner:
             rps = stats.get("current_rps")
             p95 = (stats.get("current_response_time_percentiles") or {}).get(_LIVE_P95)
             total = (stats.get("stats") or [{}])[-1]
+            if phase == "measuring":
+                workers = stats.get("worker_count") if "workers" in stats else None
+                self._load.append((elapsed, stats.get("user_count"), workers))
             if phase == "measuring" and elapsed > STATS_CACHE + 0.5 and total.get("num_requests"):
                 # The window so far (since the reset), which is what the step will record.
                 rps = total["num_requests"] / elapsed
@@ -469,6 +509,8 @@ class SweepRunner:
         self._wait(index, users, "warm-up", self.warmup, time.monotonic())
         window = self.window
         self.web.reset()
+        self._load = []
+        reconnects = self._reconnects()
         t0_wall, t0 = time.time(), time.monotonic()
         if self.sampler is not None:
             self.sampler.start()
@@ -482,6 +524,12 @@ class SweepRunner:
             action.join(timeout=window + 60)
         endpoints, total = self.web.window()
         t1_wall = time.time()
+        overrun = time.monotonic() - t0 - window
+        if overrun > WORKER_REPORT_INTERVAL:
+            # The master answered late (asked again across a cut link): Locust's figures cover the longer
+            # span, so the rates are per the time that actually passed, and the step says so.
+            self.progress.note(f"warning: step {index + 1}: its window ran {overrun:.0f}s long")
+            window = round(window + overrun, 1)
         sampled = self.sampler.stop() if self.sampler is not None else {}
         prometheus = self.prometheus is not None
         figures = self._prometheus_figures(t0_wall, t1_wall, sampled) if prometheus else sampled
@@ -490,6 +538,16 @@ class SweepRunner:
             for e in (self._live().get("errors") or [])[:10]
         ]
         step = self._record(index, users, window, t0_wall, t1_wall, endpoints, total, figures, errors)
+        dropped = {
+            h: n - reconnects.get(h, 0) for h, n in self._reconnects().items() if n > reconnects.get(h, 0)
+        }
+        if dropped:
+            # The SSH connection to these hosts dropped in the window and was opened again: the step went on.
+            step["ssh_reconnects"] = dropped
+            self.progress.note(
+                f"warning: step {index + 1}: the SSH connection to {', '.join(sorted(dropped))} "
+                "dropped and was opened again; the step went on"
+            )
         self.annotator.step(index, users, t0_wall, t1_wall, text=", ".join(step["diagnosis"]))
         return step
 
@@ -532,6 +590,7 @@ class SweepRunner:
             "target_cpu": scalars["target_cpu"],
             "target_cpu_busiest": scalars["target_cpu_busiest"],
             "target_cpu_busiest_host": scalars["target_cpu_busiest_host"],
+            "load": load_held(users, self._load, window),
             "window_s": window,
             "warmup_s": self.warmup,
             "window_start": round(t0, 3),
@@ -584,8 +643,10 @@ class SweepRunner:
                 interrupted = str(exc)
             except UserError as exc:
                 self._shutdown()
-                self.write_summary(f"error: {exc}")
-                self._collect_hosts()
+                if not self._kept or len(self.steps) > self._kept:
+                    # A resume that measured nothing leaves the run as it was (the command puts it back).
+                    self.write_summary(f"error: {exc}")
+                    self._collect_hosts()
                 if self.steps:
                     raise UserError(
                         f"{exc} ({len(self.steps)} finished steps kept in {self.plan.out}; "

@@ -36,6 +36,7 @@ BEND_SHARE = 0.6
 _GAVE_OUT = {
     "generator_cpu_bound": "the load generator's CPU",
     "client_connection_capped": "the generator's client connections (fewer sockets than users)",
+    "load_short": "the load: Locust ran fewer users than asked (a worker was lost)",
     "target_saturated": "the target: throughput stopped growing while latency climbed",
     "target_cpu_bound": "the target's CPU",
     "host_cpu_saturated": "a host's CPU",
@@ -47,7 +48,12 @@ _GAVE_OUT = {
     "errors": "errors",
     "throughput_bend": f"throughput: it grew by less than {BEND_SHARE:.0%} of the users' gain",
 }
-GENERATOR_CODES = ("generator_cpu_bound", "client_connection_capped", "ephemeral_ports_exhausted")
+GENERATOR_CODES = (
+    "generator_cpu_bound",
+    "client_connection_capped",
+    "load_short",
+    "ephemeral_ports_exhausted",
+)
 
 
 @dataclass

@@ -18,6 +18,19 @@ constraints="$out/constraints.txt"
 "$python" -m pip freeze --exclude-editable | grep -v '^loadlab[= ]' >"$constraints.new"
 mv "$constraints.new" "$constraints"
 log="$out/wheelhouse.log"
+# The same sources and pins as the tar was built from: nothing to build (a rerun spends no time here).
+stamp="$out/wheelhouse.stamp"
+sources="$(
+  { cat "$constraints"; "$host_python" --version; } | sha256sum
+  cd "$project" && find . -path ./.git -prune -o -path ./.venv -prune -o -path ./build -prune \
+    -o -name __pycache__ -prune -o -path ./results -prune -o -path ./secrets -prune \
+    -o -type f \( -path './loadlab/*' -o -path './exporters/*' -o -name pyproject.toml \) -print0 |
+    sort -z | xargs -0 sha256sum
+)"
+if [ -f "$out/wheelhouse.tar" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum <<<"$sources")" ]; then
+  echo "wheelhouse unchanged: $out/wheelhouse.tar"
+  exit 0
+fi
 fail() { echo "wheelhouse: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
 resolver="$out/resolver-venv"
 if [ ! -x "$resolver/bin/python" ]; then
@@ -35,6 +48,7 @@ if ! "$resolver/bin/python" -m pip wheel --no-index --find-links "$wheels" --con
 fi
 tar --sort=name --mtime=@315532800 --owner=0 --group=0 --numeric-owner \
   -C "$out" -cf "$out/wheelhouse.tar.new" wheelhouse
+sha256sum <<<"$sources" >"$stamp"
 if cmp -s "$out/wheelhouse.tar.new" "$out/wheelhouse.tar"; then
   rm "$out/wheelhouse.tar.new"
   echo "wheelhouse unchanged: $out/wheelhouse.tar"
