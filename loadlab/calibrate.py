@@ -139,6 +139,12 @@ class Calibration:
             raise UserError(
                 "the inventory names no Prometheus (monitor group): calibrate reads the lab from it"
             )
+        own = sorted({h.name for h in self.lab.group("app") if h.var("app_command")})
+        if own:
+            raise UserError(
+                f"the lab runs your own app on {', '.join(own)} (app_command): calibrate provokes known "
+                "bottlenecks of the lab's demo app; run it on a lab without app_source/app_command"
+            )
         from loadlab.sweep.resources import PROMETHEUS_MIN_SCRAPES
 
         shortest = PROMETHEUS_MIN_SCRAPES * self.view.scrape_interval

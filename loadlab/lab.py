@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "nginx_status_port": 8088,
     "app_instances": 3,
     "app_base_port": 8001,
+    "app_command": "",
+    "app_health_path": "/health",
     "postgres_port": 5433,
     "postgres_db": "loadlab",
     "postgres_app_user": "loadlab",

@@ -27,6 +27,7 @@ LAB_PROCESS_PATTERN = "|".join(
         r"^postgres: loadlab: ",
         r"^\S*redis-server \S+:6380\b",
         r"-m loadlab\.app .*--port 800[1-3]\b",
+        r"/uvicorn ordersvc\.app:app ",  # tests/own_app as the lab's app (inventory/own-app.yml)
         r"locust --config /etc/loadlab/",
         r"loadlab exporter --config /etc/loadlab/",
         r"prometheus --config\.file=/etc/loadlab/",

@@ -68,9 +68,13 @@ def _http(url: str) -> httpx.Response:
 
 
 def _check_nginx(service: Service, lab: Lab, at: Endpoint) -> Health:
-    response = _http(f"{at.url}/health")
+    apps = lab.group("app")
+    path = (
+        str(apps[0].var("app_health_path") or "/health") if apps and apps[0].var("app_command") else "/health"
+    )
+    response = _http(f"{at.url}{path}")
     upstream = response.headers.get("x-upstream", "?")
-    return Health(response.status_code == 200, f"{response.status_code} via {upstream}")
+    return Health(200 <= response.status_code < 300, f"{response.status_code} via {upstream}")
 
 
 def _check_nginx_status(service: Service, lab: Lab, at: Endpoint) -> Health:
@@ -81,6 +85,10 @@ def _check_nginx_status(service: Service, lab: Lab, at: Endpoint) -> Health:
 
 
 def _check_app(service: Service, lab: Lab, at: Endpoint) -> Health:
+    if service.host.var("app_command"):  # your own app: its health path answers 2xx
+        path = str(service.host.var("app_health_path") or "/health")
+        response = _http(f"{at.url}{path}")
+        return Health(200 <= response.status_code < 300, f"{response.status_code} on {path}")
     response = _http(f"{at.url}/health")
     try:
         body = response.json()
