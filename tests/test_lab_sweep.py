@@ -2,9 +2,10 @@
 and the faults a lab meets during a run, on the real lab.
 
 One sweep of three small steps (2, 4 and 6 users, 15 s windows) from the master and workers `ansible-playbook
-lab.yml` started: the first is clean; during the second a Locust worker is killed with SIGKILL; before the
-third the lab's Prometheus is stopped. One rerun of lab.yml heals the lab, and `loadlab report` then draws the
-run's panels from the healed Prometheus. A second sweep is killed with SIGKILL and resumed.
+lab.yml` started: the first is clean; during the second a Locust worker is lost (frozen with SIGSTOP until
+the master counts it missing, then killed, and supervisor starts it again); before the third the lab's
+Prometheus is stopped. One rerun of lab.yml heals the lab, and `loadlab report` then draws the run's panels
+from the healed Prometheus. A second sweep is killed with SIGKILL and resumed.
 """
 
 from __future__ import annotations
@@ -70,9 +71,17 @@ def faulted(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             # Step 2 ramps (under a second at 10 users/s), warms up 3 s, then measures 15 s: 8 s after step 1
             # is on disk is a few seconds into step 2's window.
             time.sleep(8)
+            # Lost, as a worker whose host froze or dropped off the network is: it stops answering the
+            # master's heartbeats (a worker killed outright is restarted by supervisor within a second, and
+            # Locust hands the restarted one its users again: a dip too short to show reliably).
             pid = int(_supervisor("pid", "locust-worker-1"))
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGSTOP)
             killed.append(pid)
+            stats = f"{lab.lab.locust_web_url}/stats/requests"
+            while httpx.get(stats, timeout=5).json().get("worker_count") != 1 and time.monotonic() < deadline:
+                time.sleep(0.5)  # the master marks it missing after three missed heartbeats
+            time.sleep(4)  # short for a while, as the sweep's figures (polled each second, cached 2 s) see it
+            os.kill(pid, signal.SIGKILL)  # gone for good: supervisor starts a new one, Locust hands it users
             while _recorded(out) < 2 and time.monotonic() < deadline:
                 time.sleep(0.2)
             _supervisor("stop", "prometheus")
@@ -112,7 +121,7 @@ def test_a_clean_lab_step_is_measured_with_the_labs_own_figures(faulted: Faulted
     assert (faulted.out / "report.html").is_file() and _recorded(faulted.out) == 3
 
 
-def test_a_worker_killed_mid_step_makes_the_step_say_its_load_was_short(faulted: FaultedSweep):
+def test_a_worker_lost_mid_step_makes_the_step_say_its_load_was_short(faulted: FaultedSweep):
     second = faulted.steps[1]
     assert second["users"] == 4
     load = second["load"]
@@ -122,9 +131,6 @@ def test_a_worker_killed_mid_step_makes_the_step_say_its_load_was_short(faulted:
     assert "load_short" in second["diagnosis"] and "target_saturated" not in second["diagnosis"]
     assert second["diagnosis_evidence"]["load_short"]["workers"] == {"at_start": 2, "least": 1}
     assert "load_short" in faulted.output
-    # The lab's supervisor restarted the worker; the lab's Prometheus saw it restart.
-    restarted = second["resources"].get("components") or {}
-    assert any(name.endswith("/locust-worker-1") for name in restarted), restarted
     # The next step ran every user again on every worker, the restarted one included.
     third = faulted.steps[2]
     assert third["load"]["users_min"] == 6 and third["load"]["workers_min"] == 2, third["load"]

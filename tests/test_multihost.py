@@ -287,8 +287,13 @@ def test_the_sweep_collected_every_hosts_folder(multihost: MultiHostLab, sweep: 
 
 def test_a_host_that_lacks_a_package_and_reaches_no_source_is_told_which(multihost: MultiHostLab):
     """Test hosts have no route to a package source, like an air-gapped lab: apt cannot fetch `hello`
-    (asked once: common_apt_update_retries only spaces out the same failure)."""
-    extra = json.dumps({"common_packages": ["ca-certificates", "hello"], "common_apt_update_retries": 0})
+    (asked once, for 3 s per source: longer only delays the same answer)."""
+    knobs = {
+        "common_packages": ["ca-certificates", "hello"],
+        "common_apt_update_retries": 0,
+        "common_apt_timeout": 3,
+    }
+    extra = json.dumps(knobs)
     host = multihost.lab.monitor.name
     run = run_playbook("lab.yml", "--limit", host, "-e", extra, inventory=INVENTORY)
     assert run.returncode != 0
