@@ -292,40 +292,6 @@ def lab_knobs(target: Target, lab_locust: LocalLocust, etc_dir: Path) -> dict[st
     }
 
 
-@pytest.mark.timeout(120)
-def test_lab_mode_drives_the_inventorys_master_and_nginx(capacity_target: Target, tmp_path: Path) -> None:
-    """No --host: the target and the Locust master come from the inventory; the master stays up after."""
-    lab_locust = LocalLocust(str(LOCUSTFILES / "closed_loop.py"), 1, [], tmp_path / "lab-locust")
-    web = lab_locust.start()
-    try:
-        inventory = tmp_path / "inventory.yml"
-        # Every lab group on this machine.
-        knobs = lab_knobs(capacity_target, lab_locust, tmp_path)
-        host = "{hosts: {localhost: {lab_address: 127.0.0.1, ansible_connection: local}}}"
-        groups = "".join(
-            f"    {g}: {host}\n" for g in ("lb", "app", "postgres", "redis", "loadgen", "monitor")
-        )
-        inventory.write_text(f"all:\n  vars: {json.dumps(knobs)}\n  children:\n{groups}")
-        out = tmp_path / "run"
-        code, output = run_sweep("-i", str(inventory), "--users", "2,4", *STEP, "--out", str(out))
-        assert code == 0, output
-        summary = summary_of(out)
-        assert [s["client_sockets"] for s in summary["steps"]] == [2, 4]
-        # The inventory names this machine `localhost`: the sampled processes carry that name.
-        processes = summary["steps"][0]["resources"]["processes"]
-        assert {n for n, p in processes.items() if p["role"] == "loadgen"} == {
-            "localhost/locust-master",
-            "localhost/locust-worker-1",
-        }
-        assert summary["steps"][0]["resources"]["hosts"]["localhost"]["cores"] == psutil.cpu_count()
-        run = json.loads((out / "run.json").read_text())
-        assert run["mode"] == "lab" and run["target"] == capacity_target.url
-        assert web.answers() and web.stats()["state"] == "stopped"
-    finally:
-        web.close()
-        lab_locust.stop()
-
-
 def _locust_children(pid: int) -> list[psutil.Process]:
     try:
         return [c for c in psutil.Process(pid).children(recursive=True) if "locust" in " ".join(c.cmdline())]
