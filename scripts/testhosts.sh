@@ -110,6 +110,10 @@ host_init() {
   for other in "${order[@]}"; do
     [ "$other" = "$name" ] || printf '%s %s\n' "${address[$other]}" "$other" >>"$m/etc/hosts"
   done
+  # No DNS: a test host reaches nothing past the lab bridge, so a name it looks up fails at once instead of
+  # waiting on a nameserver it cannot reach (apt gives up on its sources in seconds, as on an air-gapped host).
+  rm -f "$m/etc/resolv.conf"
+  echo "# test host: no nameserver (no route past the lab bridge)" >"$m/etc/resolv.conf"
   exec chroot "$m" /usr/sbin/sshd -D -e \
     -o "ListenAddress=$addr" -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no \
     -o KbdInteractiveAuthentication=no -o UsePAM=no -o MaxStartups=100 -o MaxSessions=100 \

@@ -25,7 +25,7 @@ from loadlab.sweep.lab_view import view_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
-SWARM_SECONDS = 40
+SWARM_SECONDS = 30
 
 
 def _leave_time_wait(host: str, port: int) -> None:

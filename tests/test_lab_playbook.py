@@ -69,12 +69,6 @@ def _user_requests(port: int) -> float:
     return sum(float(v) for v in re.findall(pattern, text, re.M))
 
 
-def test_a_rerun_changes_nothing(lab):
-    rerun = run_playbook("lab.yml")
-    assert rerun.returncode == 0, rerun.tail()
-    assert rerun.recap["localhost"]["changed"] == 0, f"a rerun changed: {rerun.changed_tasks}"
-
-
 def test_every_lab_process_runs_under_the_labs_supervisord(lab):
     programs = _programs()
     assert set(programs) == _expected_programs()

@@ -1,8 +1,8 @@
 """The one-host lab's last chapter, after every other lab module: `ansible-playbook playbooks/teardown.yml`
 leaves no lab process and keeps the data; the lab comes back on that data — running your own app instead of
 the demo (`-i inventory/own-app.yml`: ordersvc of tests/own_app, two instances behind the lab's nginx, on the
-lab's PostgreSQL and Redis, its setup command run once, the lab's Locust running its locustfile); and the
-wipe ends the session with the lab down and its files gone.
+lab's PostgreSQL and Redis, its setup command run once, the lab's Locust running its locustfile). The
+session's teardown (tests/lab_fixture.py) stops it; `-e wipe=true` is tested on the multi-host lab's hosts.
 """
 
 from __future__ import annotations
@@ -133,18 +133,3 @@ def test_a_half_configured_app_is_refused_naming_the_missing_knob(own: Lab):
     run = run_playbook("lab.yml", "-e", "app_command=", inventory=OWN_APP)
     assert run.returncode != 0
     assert "app_source is set but app_command is not" in run.output, run.tail()
-
-
-def test_wipe_removes_the_labs_files_and_keeps_its_passwords(lab: LabSession, own: Lab):
-    """The session's last word on the one-host lab: it stays down. The next `ansible-playbook lab.yml`
-    brings a fresh lab up on the kept passwords: the next session's bring-up (tests/lab_fixture.py) is that
-    run, and test_lab_playbook.py checks its passwords."""
-    down = run_playbook("playbooks/teardown.yml", "-e", "wipe=true")
-    assert down.returncode == 0, down.tail()
-    assert lab_processes() == []
-    assert [
-        p
-        for p in ("/var/lib/loadlab", "/etc/loadlab", "/var/log/loadlab", "/run/loadlab", "/opt/loadlab")
-        if Path(p).exists()
-    ] == []
-    assert (lab.lab.secrets_dir / "postgres_app").is_file()  # the controller's passwords stay

@@ -1,7 +1,7 @@
 """The lab across hosts: test hosts of this machine (scripts/testhosts.sh), provisioned over SSH by
 `ansible-playbook -i inventory/testhosts.yml lab.yml`, a sweep from the controller, collection, teardown.
 
-The suite runs the four-host lab of inventory/testhosts-small.yml (six hosts cost too much time on two
+The suite runs the three-host lab of inventory/testhosts-small.yml (six hosts cost too much time on two
 cores); LOADLAB_MULTIHOST_INVENTORY=testhosts.yml runs the same tests on the six-host lab. The hosts share
 this machine's two cores, so the load stays small (4 users, one 15 s window). Every command runs from the
 controller as a user would run it; the hosts are reached only over SSH and the lab bridge, never through
@@ -160,7 +160,7 @@ def test_the_hosts_are_separate(multihost: MultiHostLab):
     """Own hostname, own lab folders and processes; no project checkout, venv or pip cache inside."""
     probe = (
         f"hostname; test -e {ROOT} && echo sees-checkout; test -e /root/.cache/pip && echo sees-pip-cache; "
-        "echo programs=$(ls /etc/loadlab/supervisor.d | wc -l); "
+        "echo programs=$(ls /etc/loadlab/supervisor.d | tr '\\n' ,); "
         "ps -e --no-headers | wc -l"
     )
     with RemoteHosts(multihost.lab) as remotes:
@@ -169,9 +169,9 @@ def test_the_hosts_are_separate(multihost: MultiHostLab):
         assert lines[0] == name
         assert "sees-checkout" not in lines and "sees-pip-cache" not in lines
         assert int(lines[-1]) < 100, f"{name} sees {lines[-1]} processes: not its own process tree"
-    # Each host runs its own programs: the lb + app host other ones than a load generator.
+    # Each host runs its own programs: the lb + app host other ones than the load generator's.
     programs = {name: next(x for x in lines if x.startswith("programs=")) for name, lines in seen.items()}
-    assert programs["target1"] != programs["loadgen2"], programs
+    assert programs["target1"] != programs["loadgen1"], programs
 
 
 def test_status_from_the_controller_sees_every_service_on_every_host(multihost: MultiHostLab):
@@ -303,16 +303,32 @@ def test_a_host_that_lacks_a_package_and_reaches_no_source_is_told_which(multiho
 
 
 def test_teardown_leaves_no_lab_process_and_down_leaves_no_host(multihost: MultiHostLab, sweep: dict):
-    """Runs last: the teardown playbook on every host, then the hosts themselves go."""
-    down = _timed(multihost.seconds, "teardown", run_playbook, "playbooks/teardown.yml", inventory=INVENTORY)
+    """Runs last: the teardown playbook on every host, with -e wipe=true (the lab's files go, the controller's
+    passwords stay), then the hosts themselves go."""
+    down = _timed(
+        multihost.seconds,
+        "teardown",
+        run_playbook,
+        "playbooks/teardown.yml",
+        "-e",
+        "wipe=true",
+        inventory=INVENTORY,
+    )
     assert down.returncode == 0, down.tail()
+    folders = "/var/lib/loadlab /etc/loadlab /var/log/loadlab /run/loadlab /opt/loadlab"
     with RemoteHosts(multihost.lab) as remotes:
         left = {
             # exec: the shell that runs pgrep must not be there to match the pattern itself
             name: remotes[name].run(f"exec pgrep -af {json.dumps(LAB_PROCESS_PATTERN)}").stdout.strip()
             for name in multihost.lab.hosts
         }
+        files = {
+            name: remotes[name].run(f"ls -d {folders} 2>/dev/null").stdout.split()
+            for name in multihost.lab.hosts
+        }
     assert left == dict.fromkeys(multihost.lab.hosts, ""), left
+    assert files == {name: [] for name in multihost.lab.hosts}, files
+    assert (multihost.lab.secrets_dir / "postgres_app").is_file()  # the controller's passwords stay
     gone = _timed(multihost.seconds, "hosts_down", _testhosts, "down")
     assert gone.returncode == 0, gone.stderr
     assert not [

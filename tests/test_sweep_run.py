@@ -231,9 +231,10 @@ def test_users_auto_finds_the_known_capacity_in_fewer_steps_than_a_linear_sweep(
     capacity_target: Target, tmp_path: Path
 ) -> None:
     """SLOTS slots held HOLD s each: the knee is at SLOTS users, SLOTS/HOLD rps. A linear sweep of the
-    search's resolution (10% of SLOTS: one user) from 2 users measures every count up to the first bad one."""
+    search's resolution (10% of SLOTS: one user) from 2 users measures every count up to the first bad one;
+    the search starts at 4."""
     spec = tmp_path / "search.yml"
-    spec.write_text("users: auto\nsearch: {start: 2, resolution: 10%}\n")
+    spec.write_text("users: auto\nsearch: {start: 4, resolution: 10%}\n")
     out = tmp_path / "run"
     code, output = run_sweep(
         "--host", capacity_target.url, "-f", str(LOCUSTFILES / "closed_loop.py"), "--allow-any-host",
