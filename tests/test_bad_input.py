@@ -94,6 +94,11 @@ for name, args, contains in [
         "--step-time",
     ),
     ("calibrate nan window", ["calibrate", "--step-time", "nan"], "--step-time"),
+    (
+        "calibrate on your own app",
+        ["calibrate", "-i", str(REPO / "inventory/own-app.yml")],
+        "the lab runs your own app on localhost (app_command)",
+    ),
     ("calibrate empty out", ["calibrate", "--out", " "], "--out"),
 ]:
     case(name, args, contains)
