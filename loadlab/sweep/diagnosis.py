@@ -31,6 +31,14 @@ VOCABULARY = (
     "errors",
 )
 
+# The codes that say the load generator held the step back (its CPU, sockets, users or ports): such a step
+# is never target_saturated, and a capacity search stops at it as generator-limited.
+GENERATOR_CODES = (
+    "generator_cpu_bound",
+    "client_connection_capped",
+    "load_short",
+    "ephemeral_ports_exhausted",
+)
 # The step's load held when Locust ran at least this share of its users, time-weighted, through the window.
 LOAD_HELD = 0.98
 # A Python process (a Locust worker, one app instance) cannot use more than one core; this near is "full".
@@ -427,13 +435,12 @@ def diagnose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> tuple[l
         del found["host_cpu_saturated"]
     # The target is only "saturated" when the generator could have pushed harder: not when the generator
     # was CPU-bound, short of sockets, ports, descriptors or users, or shared a full host with the target.
-    held_back = ("generator_cpu_bound", "client_connection_capped", "load_short", "ephemeral_ports_exhausted")
     fds = found.get("fds_exhausted")
     procs = _resources(step).get("processes") or {}
     generator_starved = (found.get("host_cpu_saturated") or {}).get("runs_generator", False) or bool(
         fds and (procs.get(fds["process"]) or {}).get("role") == model.LOADGEN
     )
-    if not generator_starved and not any(code in found for code in held_back):
+    if not generator_starved and not any(code in found for code in GENERATOR_CODES):
         evidence = saturation(step, earlier)
         if evidence is not None:
             found["target_saturated"] = evidence

@@ -22,6 +22,7 @@ from typing import Any
 from loadlab.console import UserError
 from loadlab.inputs import finite_number
 from loadlab.sweep.analysis import closest_lighter
+from loadlab.sweep.diagnosis import GENERATOR_CODES
 from loadlab.sweep.thresholds import Threshold
 
 DEFAULT_START = 5
@@ -48,12 +49,6 @@ _GAVE_OUT = {
     "errors": "errors",
     "throughput_bend": f"throughput: it grew by less than {BEND_SHARE:.0%} of the users' gain",
 }
-GENERATOR_CODES = (
-    "generator_cpu_bound",
-    "client_connection_capped",
-    "load_short",
-    "ephemeral_ports_exhausted",
-)
 
 
 @dataclass
