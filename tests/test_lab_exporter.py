@@ -78,6 +78,13 @@ def test_socket_series_rise_and_fall_with_the_users(lab):
         "host": lab.lab.nginx_url,
         "user_classes": lab.lab.locust_master.var("locust_default_user_classes"),
     }
+    interval = float(str(lab.lab.monitor.var("prometheus_scrape_interval")).rstrip("s"))
+    selector = f'loadlab_tcp_sockets{{role="client",state="established",port="{port}"}}'
+
+    def prometheus_now() -> float | None:
+        result = _query(lab.lab.prometheus_url, f"max({selector})")
+        return float(result[0]["value"][1]) if result else None
+
     response = httpx.post(f"{web}/swarm", data=form, timeout=10)
     assert response.status_code == 200, response.text
     try:
@@ -88,6 +95,12 @@ def test_socket_series_rise_and_fall_with_the_users(lab):
         time.sleep(3)  # a steady state, not a passing moment
         assert _sockets(exporter, port, "client") == USERS
         assert _sockets(exporter, port, "server") >= USERS
+        # The plateau is held until a scrape has caught it (a scrape every few seconds can miss a short one).
+        _wait_for(
+            f"Prometheus scraping {USERS} client sockets",
+            lambda: prometheus_now() == USERS,
+            timeout=4 * interval,
+        )
     finally:
         httpx.post(f"{web}/stop", timeout=10)
     _wait_for(
@@ -96,9 +109,7 @@ def test_socket_series_rise_and_fall_with_the_users(lab):
     )
 
     # Prometheus saw the same rise and fall over the swarm.
-    interval = lab.lab.monitor.var("prometheus_scrape_interval")
-    time.sleep(2 * float(str(interval).rstrip("s")))
-    selector = f'loadlab_tcp_sockets{{role="client",state="established",port="{port}"}}'
+    time.sleep(2 * interval)
     window = f"{int(time.time() - started) + 1}s"
     peak = _query(lab.lab.prometheus_url, f"max(max_over_time({selector}[{window}]))")
     now = _query(lab.lab.prometheus_url, f"max({selector})")
