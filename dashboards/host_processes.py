@@ -141,7 +141,7 @@ def _process_row() -> Row:
         (
             Panel(
                 "CPU per process group",
-                (Target(q.process_cpu(".+"), "{{host}} {{group}}"),),
+                (Target(q.process_cpu(), "{{host}} {{group}}"),),
                 PERCENT_UNIT,
                 "All processes of a group together; 100% = one full core.",
                 width=12,

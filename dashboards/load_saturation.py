@@ -50,18 +50,19 @@ def _cpu_row() -> Row:
             Panel(
                 "Target CPU per process group",
                 (
-                    Target(q.process_cpu(q.TARGET_GROUPS), "{{host}} {{group}}"),
+                    Target(q.process_cpu(q.TARGET_STACK), "{{host}} {{group}}"),
                     Target(q.host_cores(), "{{host}} cores", limit=True),
                 ),
                 PERCENT_UNIT,
-                "CPU of nginx, app instances, PostgreSQL and Redis; 100% = one full core.",
+                "CPU of the target stack's process groups (roles target and data: nginx, app instances, "
+                "PostgreSQL, Redis, or your service's); 100% = one full core.",
                 width=8,
                 stack=True,
             ),
             Panel(
                 "Generator CPU per Locust process",
                 (
-                    Target(q.process_cpu(q.LOCUST_GROUPS), "{{host}} {{group}}"),
+                    Target(q.process_cpu(q.GENERATOR), "{{host}} {{group}}"),
                     Target("vector(1)", "one core", limit=True),
                 ),
                 PERCENT_UNIT,

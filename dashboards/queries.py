@@ -4,19 +4,27 @@ Queries filter on the dashboard variables: `$host` (inventory hostname, from the
 label), `$instance` (an app instance's scrape target) and `$port` (the target's port, nginx_port in the lab).
 `window` is a range selector: `$__rate_interval` for time series, `$__range` for one figure over the
 selected time (a sweep step).
+
+Process groups are selected by their role (`loadlab_process_group_info{group, role}`, which the exporter's
+config gives each group), not by name, so a service of yours counts as the target whatever its groups are
+called.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from loadlab.dashboards.builder import Variable, datasource_variable, query_variable, textbox_variable
+from loadlab.exporters.config import DATA, LOADGEN, TARGET
 
 RATE = "$__rate_interval"
 RANGE = "$__range"
 
 HOST = 'host=~"$host"'
-# The process groups that make up the target stack (the rest are generators and monitoring).
-TARGET_GROUPS = "nginx|app-.+|postgres|redis"
-LOCUST_GROUPS = "locust-.+"
+# The roles whose process groups make up the target stack: what load is aimed at and its data stores (the
+# rest are the generators, the monitoring and other).
+TARGET_STACK = (TARGET, DATA)
+GENERATOR = (LOADGEN,)
 
 
 def variables() -> list[Variable]:
@@ -61,24 +69,28 @@ def latency_quantile(q: float, window: str = RATE) -> str:
     )
 
 
-def _group_cpu_rate(groups: str, window: str) -> str:
-    """Cores each matching process group uses, per series (1.0 = one full core)."""
-    return f'rate(loadlab_process_cpu_seconds_total{{{HOST}, group=~"{groups}"}}[{window}])'
+def _role_matcher(roles: Sequence[str]) -> str:
+    return f'role="{roles[0]}"' if len(roles) == 1 else f'role=~"{"|".join(roles)}"'
 
 
-def process_cpu(groups: str, window: str = RATE, by: str = "host, group") -> str:
-    """CPU of process groups in cores (1.0 = one full core)."""
-    return f"sum by ({by}) ({_group_cpu_rate(groups, window)})"
+def process_cpu(roles: Sequence[str] | None = None, window: str = RATE) -> str:
+    """Cores each process group uses, one series per host and group (1.0 = one full core): the groups that
+    had one of these roles during the window, or every group."""
+    cpu = f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total{{{HOST}}}[{window}]))"
+    if roles is None:
+        return cpu
+    info = f"loadlab_process_group_info{{{HOST}, {_role_matcher(roles)}}}"
+    return f"{cpu} and on (host, group) max_over_time({info}[{window}])"
 
 
 def target_cpu(window: str = RATE) -> str:
-    """CPU the target stack burns in cores, all target process groups together."""
-    return f"sum({_group_cpu_rate(TARGET_GROUPS, window)})"
+    """CPU the target stack burns in cores, all its process groups together."""
+    return f"sum({process_cpu(TARGET_STACK, window)})"
 
 
 def busiest_locust_process(window: str = RATE) -> str:
     """The Locust process closest to a full core: at 1.0 the generator, not the target, is the limit."""
-    return f"max({_group_cpu_rate(LOCUST_GROUPS, window)})"
+    return f"max({process_cpu(GENERATOR, window)})"
 
 
 def host_cpu_busy(window: str = RATE) -> str:

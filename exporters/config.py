@@ -6,7 +6,10 @@ turns into one line and exit code 2.
 ```yaml
 listen: "127.0.0.1:9465"
 ports: [8080, 8001, 8002, 8003, 5433, 6380, 5557, 9466]   # own socket label; the rest fold into "other"
-process_groups: {nginx: "^nginx: ", app-8001: "loadlab\\.app .*--port 8001\\b"}
+process_groups:   # name -> regex over the full command line; the role is the one the name implies (role_of)
+  nginx: "^nginx: "
+  app-8001: "loadlab\\.app .*--port 8001\\b"
+  shop: {match: "^gunicorn: master \\[shop", role: target}   # or say the role (target, data, loadgen, ...)
 postgres: {dsn: "host=127.0.0.1 port=5433 dbname=loadlab user=loadlab_monitor password=..."}   # optional
 redis: {url: "redis://:pw@127.0.0.1:6380/0"}                                                # optional
 nginx: {status_url: "http://127.0.0.1:8088/stub_status"}                                     # optional
@@ -46,6 +49,18 @@ DEFAULT_PROCESS_GROUPS = {
     "prometheus": r"^/usr/bin/prometheus\s",
 }
 DEFAULT_TIMEOUT = 2.0
+
+# What a process group is in the lab: what load is aimed at (the target), its data stores, the load generator,
+# the monitoring, or other. The exporter exports each group's role; dashboards select process groups by it.
+LOADGEN, TARGET, DATA, MONITOR, OTHER = "loadgen", "target", "data", "monitor", "other"
+ROLES = (TARGET, DATA, LOADGEN, MONITOR, OTHER)
+# group name -> role, for a group whose configuration does not say its role
+_ROLE_NAMES = (
+    (re.compile(r"^locust(-|$)"), LOADGEN),
+    (re.compile(r"^(nginx|app-\d+|target-\d+)$"), TARGET),
+    (re.compile(r"^(postgres|redis)$"), DATA),
+    (re.compile(r"^(prometheus|exporter|grafana)$"), MONITOR),
+)
 _KEYS = (
     "listen",
     "ports",
@@ -68,6 +83,8 @@ class ExporterConfig:
     listen_port: int = 9465
     ports: tuple[int, ...] = DEFAULT_PORTS
     process_groups: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PROCESS_GROUPS))
+    # group -> role, for every group in process_groups (one the mapping leaves out gets role_of its name)
+    process_roles: Mapping[str, str] = field(default_factory=dict)
     postgres_dsn: str | None = None
     redis_url: str | None = None
     nginx_status_url: str | None = None
@@ -75,11 +92,22 @@ class ExporterConfig:
     cpu_cgroup: str | None = None
     shared_machine: bool = False
 
+    def __post_init__(self) -> None:
+        roles = {name: self.process_roles.get(name) or role_of(name) for name in self.process_groups}
+        object.__setattr__(self, "process_roles", roles)
+
     @property
     def listen(self) -> str:
         """HOST:PORT as a user writes it."""
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"{host}:{self.listen_port}"
+
+
+def role_of(group: str) -> str:
+    """The role a process group's name implies: locust-* the load generator; nginx, app-N and target-N
+    the target; postgres and redis its data stores; prometheus, exporter and grafana the monitoring; else
+    other."""
+    return next((role for rx, role in _ROLE_NAMES if rx.search(group)), OTHER)
 
 
 def parse_listen(text: Any, where: str) -> tuple[str, int]:
@@ -119,26 +147,40 @@ def parse_ports(values: Any, where: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ports))
 
 
-def parse_process_groups(groups: Any, where: str) -> dict[str, str]:
-    """name -> regular expression searched in the full command line."""
+def parse_process_groups(groups: Any, where: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(name -> regular expression searched in the full command line, name -> role).
+
+    A group is a regular expression, its role the one its name implies (role_of), or a mapping
+    {match: REGEX, role: ROLE} that says the role (left out, the name's)."""
     if not isinstance(groups, Mapping):
         raise UserError(f"{where}: expected a mapping of group name to regular expression")
-    out = {}
-    for name, rx in groups.items():
+    regexes, roles = {}, {}
+    for name, spec in groups.items():
         if not isinstance(name, str) or not name.strip():
             raise UserError(f"{where}: group name {name!r} is not a non-empty string")
+        rx, rx_where, role = spec, f"{where}.{name}", role_of(name)
+        if isinstance(spec, Mapping):
+            unknown = [k for k in spec if k not in ("match", "role")]
+            if unknown:
+                raise UserError(f"{where}.{name}: unknown key {unknown[0]!r} (known: match, role)")
+            if "match" not in spec:
+                raise UserError(f"{where}.{name}: missing 'match', the regular expression of the group")
+            rx, rx_where = spec["match"], f"{where}.{name}.match"
+            role = spec.get("role", role)
+            if role not in ROLES:
+                raise UserError(f"{where}.{name}.role: {role!r} is not a role (one of {', '.join(ROLES)})")
         if not isinstance(rx, str):
-            raise UserError(f"{where}.{name}: {rx!r} is not a regular expression string")
+            raise UserError(f"{rx_where}: {rx!r} is not a regular expression string")
         try:
             re.compile(rx)
         except re.error as exc:
-            raise UserError(f"{where}.{name}: {rx!r} is not a valid regular expression ({exc})") from None
-        out[name] = rx
-    return out
+            raise UserError(f"{rx_where}: {rx!r} is not a valid regular expression ({exc})") from None
+        regexes[name], roles[name] = rx, role
+    return regexes, roles
 
 
-def parse_group_flags(flags: Sequence[str]) -> dict[str, str]:
-    """--process-group NAME=REGEX values to a mapping."""
+def parse_group_flags(flags: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """--process-group NAME=REGEX values to (name -> regex, name -> role), the role the name's."""
     groups = {}
     for flag in flags:
         name, sep, rx = flag.partition("=")
@@ -233,12 +275,15 @@ def load_config(
     port_list = parse_ports(data["ports"], at("ports")) if "ports" in data else DEFAULT_PORTS
     if ports is not None:
         port_list = parse_ports(ports, "--ports")
-    groups = (
+    groups, roles = (
         parse_process_groups(data["process_groups"], at("process_groups"))
         if "process_groups" in data
-        else dict(DEFAULT_PROCESS_GROUPS)
+        else (dict(DEFAULT_PROCESS_GROUPS), {})
     )
-    groups.update(parse_group_flags(process_groups))
+    flag_groups, flag_roles = parse_group_flags(process_groups)
+    groups.update(flag_groups)
+    # a flag sets a group's regex; a role the file gave that group stays
+    roles = {**flag_roles, **roles}
 
     flags = {
         "postgres": ("--postgres-dsn", postgres_dsn),
@@ -263,6 +308,7 @@ def load_config(
         listen_port=port,
         ports=port_list,
         process_groups=groups,
+        process_roles=roles,
         postgres_dsn=check_dsn(dsn, dsn_where) if dsn is not None else None,
         redis_url=check_url(url, url_where, ("redis", "rediss", "unix")) if url is not None else None,
         nginx_status_url=check_url(status, status_where, ("http", "https")) if status is not None else None,

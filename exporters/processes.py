@@ -6,6 +6,10 @@ belongs to the group of its nearest matching ancestor (nginx workers to their ma
 to the postmaster). The exporter's own process is the group `exporter` unless the configuration names that
 group itself.
 
+Each group has a role in the lab (target, data, loadgen, monitor or other), which the configuration gives
+or the group's name implies; `loadlab_process_group_info{group, role}` says it for every group, so queries
+select the target's groups by role whatever they are called.
+
 A group's start time is that of its most recently started process among those whose parent is not in the
 group: a PostgreSQL backend forked per connection, or an nginx worker, is part of its parent's start, so
 only a restart moves it, and a restart between two scrapes still shows as a newer start time.
@@ -21,6 +25,8 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from loadlab.exporters.config import role_of
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -207,15 +213,27 @@ class ProcessesCollector(Collector):
         groups: Mapping[str, str | re.Pattern[str]],
         proc_root: str | Path = "/proc",
         self_pid: int | None = None,
+        roles: Mapping[str, str] | None = None,
     ) -> None:
         self.groups = {name: re.compile(rx) for name, rx in groups.items()}
         if SELF_GROUP not in self.groups:
             self.groups[SELF_GROUP] = re.compile(r"(?!)")  # matches nothing: filled by pid
+        # group -> role; a group the mapping leaves out has the role its name implies
+        self.roles = {name: (roles or {}).get(name) or role_of(name) for name in self.groups}
         self.proc_root = proc_root
         self.self_pid = os.getpid() if self_pid is None else self_pid
 
     def collect(self) -> Iterator[Metric]:
         usage = scan(self.groups, self.proc_root, self.self_pid)
+        info = GaugeMetricFamily(
+            "loadlab_process_group_info",
+            "A process group the exporter watches and its role in the lab: target, data, loadgen, monitor "
+            "or other.",
+            labels=["group", "role"],
+        )
+        for group in self.groups:
+            info.add_metric([group, self.roles[group]], 1)
+        yield info
         families = [
             (
                 CounterMetricFamily,

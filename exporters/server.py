@@ -107,7 +107,7 @@ def build_collectors(config: ExporterConfig) -> list[SourceCollector]:
     collectors: list[SourceCollector] = [
         SocketsCollector(config.ports),
         HostCollector(cpu_cgroup=config.cpu_cgroup, shared_machine=config.shared_machine),
-        ProcessesCollector(config.process_groups),
+        ProcessesCollector(config.process_groups, roles=config.process_roles),
     ]
     if config.postgres_dsn:
         from loadlab.exporters.postgres import PostgresCollector, PostgresSource

@@ -134,7 +134,10 @@ class Calibration:
         self.lab = self.view.lab
         assert self.lab is not None
         if self.view.nginx_url is None:
-            raise UserError("the inventory names no nginx host (lb group): nothing to calibrate against")
+            raise UserError(
+                "the inventory names no nginx host (lb group): calibrate provokes known bottlenecks of the "
+                "lab's own stack, so run it on a lab that has one (inventory/local.yml)"
+            )
         if not self.view.prometheus_url:
             raise UserError(
                 "the inventory names no Prometheus (monitor group): calibrate reads the lab from it"

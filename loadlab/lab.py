@@ -16,11 +16,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loadlab.console import UserError
+from loadlab.inputs import parse_url
 
-GROUPS = ("lb", "app", "postgres", "redis", "loadgen", "monitor")
-"""Every group a lab inventory needs (inventory/local.yml, inventory/multihost.example.yml)."""
+GROUPS = ("lb", "app", "postgres", "redis", "loadgen", "monitor", "external")
+"""Every group a lab inventory may have (inventory/local.yml, inventory/multihost.example.yml,
+inventory/external.yml)."""
+REQUIRED_GROUPS = ("loadgen", "monitor")
+STACK_GROUPS = ("lb", "app", "postgres", "redis")
+"""The lab's own target stack: all four groups, or none where the target is a service of yours (`external`:
+hosts the lab runs only its exporter on, the URL load goes to in `external_target_url`)."""
 
 DEFAULT_INVENTORY = Path("inventory/local.yml")
 
@@ -155,11 +162,15 @@ class Lab:
         """Build the lab from `ansible-inventory --list` output and check it names every lab group."""
         hostvars: Mapping[str, Mapping[str, Any]] = data.get("_meta", {}).get("hostvars", {})
         groups = {name: tuple(_members(data, name)) for name in GROUPS}
-        missing = [name for name in GROUPS if not groups[name]]
+        stack = [name for name in STACK_GROUPS if groups[name]]
+        missing = [name for name in REQUIRED_GROUPS if not groups[name]]
+        if stack or not groups["external"]:
+            missing += [name for name in STACK_GROUPS if not groups[name]]
         if missing:
             raise UserError(
                 f"inventory {inventory} has no host in group(s) {', '.join(missing)}; a lab needs "
-                f"{', '.join(GROUPS)} (see inventory/local.yml)"
+                f"{', '.join(REQUIRED_GROUPS + STACK_GROUPS)}, or {', '.join(REQUIRED_GROUPS)} and your "
+                "service's hosts in group external (see inventory/local.yml, inventory/external.yml)"
             )
         member_of: dict[str, set[str]] = {}
         for group, names in groups.items():
@@ -174,6 +185,7 @@ class Lab:
             hosts[name] = Host(name, str(address), frozenset(member_of.get(name, ())), dict(hv))
         lab = cls(inventory=inventory, hosts=hosts, groups=groups)
         try:
+            _ = lab.external_target_url  # named once, a URL with a valid port
             lab.services()  # every port and count knob in range, before any command relies on one
         except UserError as exc:
             raise UserError(f"{str(exc).replace('inventory:', f'inventory {inventory}:', 1)}") from None
@@ -199,9 +211,50 @@ class Lab:
         return self.group("monitor")[0]
 
     @property
-    def nginx_url(self) -> str:
-        """The lab's entry point: what load goes to."""
+    def nginx_url(self) -> str | None:
+        """The lab's own entry point (None where the lab has no stack of its own)."""
+        if not self.group("lb"):
+            return None
         return f"http://{self.lb.address}:{self.lb.int_var('nginx_port')}"
+
+    @property
+    def external_target_url(self) -> str | None:
+        """The URL of a service of yours the lab loads (`external_target_url` of the external group)."""
+        named = {
+            str(h.vars["external_target_url"]).rstrip("/")
+            for h in self.group("external")
+            if h.vars.get("external_target_url") and not _is_template(h.vars["external_target_url"])
+        }
+        if not named:
+            if self.group("external"):
+                raise UserError(
+                    "inventory: group external names no external_target_url: set it to the URL load goes to"
+                )
+            return None
+        if len(named) > 1:
+            raise UserError(
+                f"inventory: the external hosts name different external_target_url values: {sorted(named)}"
+            )
+        url = named.pop()
+        parse_url(url, "inventory: external_target_url")
+        return url
+
+    @property
+    def target_url(self) -> str:
+        """What load goes to: the service of yours the inventory names, else the lab's nginx."""
+        url = self.external_target_url or self.nginx_url
+        assert url is not None  # from_inventory_json admits no lab without one
+        return url
+
+    @property
+    def external_host(self) -> Host | None:
+        """The external host that serves the target URL (its address), else the first external host."""
+        url = self.external_target_url
+        if url is None:
+            return None
+        hostname = urlsplit(url).hostname
+        hosts = self.group("external")
+        return next((h for h in hosts if h.address == hostname), hosts[0])
 
     @property
     def locust_web_url(self) -> str:
@@ -246,6 +299,11 @@ class Lab:
             add("postgres", "postgres", host, "postgres_port")
         for host in self.group("redis"):
             add("redis", "redis", host, "redis_port")
+        target = self.external_host
+        if target is not None:
+            url = urlsplit(self.external_target_url or "")
+            port = url.port or (443 if url.scheme == "https" else 80)
+            found.append(Service("target", "external", target, f"{url.hostname}:{port}"))
         add("locust-master", "locust_web", self.locust_master, "locust_web_port", loopback=True)
         add("locust-metrics", "locust_metrics", self.locust_master, "locust_metrics_port")
         for host in self.hosts.values():

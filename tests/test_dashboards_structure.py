@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from loadlab.console import UserError
-from loadlab.dashboards import DASHBOARDS, JSON_DIR, generate, load
+from loadlab.dashboards import DASHBOARDS, JSON_DIR, generate, load, queries
 from loadlab.dashboards.__main__ import main as dashboards_main
 from loadlab.dashboards.__main__ import stale_files
 from loadlab.dashboards.builder import (
@@ -193,12 +193,29 @@ def test_load_saturation_puts_load_and_both_sides_on_one_page():
         "loadlab_nginx_connections",
     } <= metrics
     text = " ".join(exprs("load-saturation"))
-    assert 'group=~"locust-.+"' in text  # generator CPU per Locust process
+    # CPU of the target stack and of each Locust process: process groups chosen by role, not by name
+    assert 'loadlab_process_group_info{host=~"$host", role=~"target|data"}' in text
+    assert 'loadlab_process_group_info{host=~"$host", role="loadgen"}' in text
+    assert "group=~" not in text
     assert 'role="server"' in text and 'role="client"' in text and 'port="$port"' in text
     for q in ("0.5", "0.95", "0.99"):  # p50, p95, p99 from the Locust plugin's histogram
         assert (
             f"histogram_quantile({q}, sum by (le) (rate(loadlab_locust_response_time_seconds_bucket" in text
         )
+
+
+def test_target_cpu_selects_process_groups_by_role_on_their_own_host():
+    """The target stack is the groups whose role is target or data, whatever they are called, each matched
+    to the role its own host's exporter gives it."""
+    for expr in (
+        queries.target_cpu(),
+        queries.target_cpu(queries.RANGE),
+        queries.process_cpu(queries.TARGET_STACK),
+    ):
+        assert "and on (host, group) max_over_time(loadlab_process_group_info{" in expr
+        assert 'role=~"target|data"' in expr
+    assert 'role="loadgen"' in queries.busiest_locust_process()
+    assert "loadlab_process_group_info" not in queries.process_cpu()  # every group, whatever its role
 
 
 def test_sockets_dashboard_covers_both_roles_time_wait_and_ports():

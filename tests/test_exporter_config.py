@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from loadlab.cli import main
 from loadlab.console import UserError
-from loadlab.exporters.config import DEFAULT_PORTS, load_config
+from loadlab.exporters.config import DEFAULT_PORTS, load_config, role_of
 
 GOOD = """
 listen: "127.0.0.1:9465"
@@ -38,6 +38,7 @@ def test_file_as_the_role_writes_it(tmp_path: Path) -> None:
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 9465)
     assert config.ports == (8080, 8001)
     assert config.process_groups == {"nginx": "^nginx: ", "app-8001": r"loadlab\.app .*--port 8001\b"}
+    assert config.process_roles == {"nginx": "target", "app-8001": "target"}
     assert config.postgres_dsn.startswith("host=127.0.0.1 port=5433")
     assert config.redis_url == "redis://:pw@127.0.0.1:6380/0"
     assert config.nginx_status_url == "http://127.0.0.1:8088/stub_status"
@@ -67,6 +68,62 @@ def test_missing_sections_leave_collectors_off_and_defaults_apply(tmp_path: Path
     assert load_config(write(tmp_path, "")).listen == "127.0.0.1:9465"
 
 
+def test_a_group_says_its_role_or_its_name_implies_one(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            "process_groups:\n"
+            "  shop: {match: '^gunicorn: master \\[shop', role: target}\n"
+            "  shopdb: {match: '^mysqld ', role: data}\n"
+            "  redis: {match: '^redis-server '}\n"
+            "  postgres: '^postgres '\n"
+            "  java: 'java .*batch'\n",
+        ),
+        process_groups=[
+            "locust-worker-9=locust .*worker",
+            "prometheus=^/usr/bin/prometheus",
+            "shop=gunicorn",
+        ],
+    )
+    assert config.process_groups["shop"] == "gunicorn"  # the flag's regex, the file's role
+    assert config.process_groups["shopdb"] == "^mysqld "
+    assert config.process_groups["redis"] == "^redis-server "
+    assert config.process_roles == {
+        "shop": "target",
+        "shopdb": "data",
+        "redis": "data",  # a mapping without a role: the name's
+        "postgres": "data",
+        "java": "other",
+        "locust-worker-9": "loadgen",  # --process-group NAME=REGEX: the name's
+        "prometheus": "monitor",
+    }
+    # no process_groups in the file: the lab's defaults, each with its name's role
+    defaults = load_config(write(tmp_path, ""))
+    assert set(defaults.process_roles) == set(defaults.process_groups)
+    assert {role_of(g) for g in defaults.process_groups} == {"target", "data", "loadgen", "monitor"}
+    assert all(defaults.process_roles[g] == role_of(g) for g in defaults.process_groups)
+
+
+@pytest.mark.parametrize(
+    ("group", "role"),
+    [
+        ("nginx", "target"),
+        ("app-8001", "target"),
+        ("target-2", "target"),
+        ("postgres", "data"),
+        ("redis", "data"),
+        ("locust-master", "loadgen"),
+        ("locust-worker-3", "loadgen"),
+        ("prometheus", "monitor"),
+        ("exporter", "monitor"),
+        ("gunicorn", "other"),
+        ("nginx-extra", "other"),
+    ],
+)
+def test_role_of_a_group_name(group: str, role: str) -> None:
+    assert role_of(group) == role
+
+
 BAD_FILES = [
     ("ports: [8080, abc]", r"ports\[1\]: 'abc' is not a TCP port"),
     ("ports: [70000]", r"ports\[0\]: 70000 is not a TCP port"),
@@ -76,6 +133,17 @@ BAD_FILES = [
     ("listen: '[nope]:80'", r"listen: 'nope' is not an IPv6 address"),
     ("process_groups: {app: '('}", r"process_groups\.app: '\(' is not a valid regular expression"),
     ("process_groups: [a, b]", r"process_groups: expected a mapping"),
+    (
+        "process_groups: {shop: {match: gunicorn, role: frontend}}",
+        r"process_groups\.shop\.role: 'frontend' is not a role \(one of target, data, loadgen, monitor, "
+        r"other\)",
+    ),
+    ("process_groups: {shop: {role: target}}", r"process_groups\.shop: missing 'match'"),
+    (
+        "process_groups: {shop: {match: '(', role: target}}",
+        r"process_groups\.shop\.match: '\(' is not a valid",
+    ),
+    ("process_groups: {shop: {match: x, kind: target}}", r"process_groups\.shop: unknown key 'kind'"),
     ("portz: [1]", r"unknown key 'portz'"),
     ("postgres: {dsn: nonsense}", r"postgres\.dsn: not a valid PostgreSQL connection string"),
     ("postgres: {dsn: 'host=x port=abc'}", r"postgres\.dsn: port 'abc' is not a TCP port"),

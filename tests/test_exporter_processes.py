@@ -76,6 +76,39 @@ def test_a_group_with_no_process_reads_zero(marker: str, children: list[subproce
     assert registry.get_sample_value("loadlab_process_threads", {"group": "mine"}) == 0
 
 
+def test_every_group_says_its_role_even_without_a_process(
+    marker: str, children: list[subprocess.Popen]
+) -> None:
+    """A group's role comes from the configuration, or from its name where the configuration gives none."""
+    groups = {"shop": marker, "app-8001": rf"^{marker}-none", "java": rf"^{marker}-none"}
+    collector = ProcessesCollector(groups, roles={"shop": "target", "java": "data"})
+    registry = registry_of(collector)
+    get = registry.get_sample_value
+    assert get("loadlab_processes", {"group": "shop"}) == 2
+    assert get("loadlab_processes", {"group": "app-8001"}) == 0
+    assert get("loadlab_processes", {"group": "java"}) == 0
+    info = {
+        (s.labels["group"], s.labels["role"]): s.value
+        for family in registry.collect()
+        if family.name == "loadlab_process_group_info"
+        for s in family.samples
+    }
+    assert info == {
+        ("shop", "target"): 1,
+        ("app-8001", "target"): 1,  # no process, no role given: its name's
+        ("java", "data"): 1,
+        ("exporter", "monitor"): 1,  # this process, always its own group
+    }
+    assert promtool_check(exposition(registry)) == ""
+    # without roles, each group's name says it
+    plain = registry_of(ProcessesCollector({"gunicorn": marker, "locust-worker-1": r"(?!)"}))
+    assert plain.get_sample_value("loadlab_process_group_info", {"group": "gunicorn", "role": "other"}) == 1
+    assert (
+        plain.get_sample_value("loadlab_process_group_info", {"group": "locust-worker-1", "role": "loadgen"})
+        == 1
+    )
+
+
 def test_stat_line_with_spaces_and_parentheses_in_the_name() -> None:
     fields = ["S"] + ["0"] * 10 + ["250", "150"] + ["0"] * 4 + ["7"] + ["0"] * 3 + ["100"] + ["0"] * 20
     cpu, threads, rss = read_stat(f"4242 (odd ) name) {' '.join(fields)}")

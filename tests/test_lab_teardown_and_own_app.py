@@ -1,8 +1,10 @@
 """The one-host lab's last chapter, after every other lab module: `ansible-playbook playbooks/teardown.yml`
 leaves no lab process and keeps the data; the lab comes back on that data — running your own app instead of
 the demo (`-i inventory/own-app.yml`: ordersvc of tests/own_app, two instances behind the lab's nginx, on the
-lab's PostgreSQL and Redis, its setup command run once, the lab's Locust running its locustfile). The
-session's teardown (tests/lab_fixture.py) stops it; `-e wipe=true` is tested on the multi-host lab's hosts.
+lab's PostgreSQL and Redis, its setup command run once, the lab's Locust running its locustfile); then the
+same machine as a lab for a service it does not provision (`-i inventory/external.yml`: a one-process
+service the test starts, the lab's exporter, Locust and Prometheus beside it). The session's teardown
+(tests/lab_fixture.py) stops it; `-e wipe=true` is tested on the multi-host lab's hosts.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from loadlab.dashboards import queries
 from loadlab.lab import Lab
 from tests.lab_fixture import ROOT, LabSession, lab_processes, run_playbook
 
@@ -133,3 +138,142 @@ def test_a_half_configured_app_is_refused_naming_the_missing_knob(own: Lab):
     run = run_playbook("lab.yml", "-e", "app_command=", inventory=OWN_APP)
     assert run.returncode != 0
     assert "app_source is set but app_command is not" in run.output, run.tail()
+
+
+# -- A service the lab does not provision: inventory/external.yml -------------------------------------------
+
+EXTERNAL = ROOT / "inventory" / "external.yml"
+SERVICE = ROOT / "tests" / "external_service" / "service.py"
+SERVICE_PORT = 8000  # inventory/external.yml's external_target_url
+
+
+def _supervisor_programs() -> set[str]:
+    out = subprocess.run(
+        ["supervisorctl", "-c", "/etc/loadlab/supervisord.conf", "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {line.split()[0] for line in out.splitlines() if "RUNNING" in line}
+
+
+def _prometheus(lab: Lab, expr: str) -> list[dict]:
+    body = httpx.get(f"{lab.prometheus_url}/api/v1/query", params={"query": expr}, timeout=10).json()
+    return body["data"]["result"]
+
+
+@pytest.fixture(scope="module")
+def external(own: Lab) -> Iterator[Lab]:
+    """The same machine turned into a lab for a service it does not provision: a one-process service the
+    test starts itself (tests/external_service/service.py, outside the lab's supervisor) on loopback, then
+    `ansible-playbook -i inventory/external.yml lab.yml` over the running own-app lab."""
+    service = subprocess.Popen(
+        [sys.executable, str(SERVICE), "--port", str(SERVICE_PORT), "--metrics-port", "8009"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not _accepts(SERVICE_PORT):
+            assert service.poll() is None and time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.2)
+        up = run_playbook("lab.yml", inventory=EXTERNAL)
+        assert up.returncode == 0, up.tail()
+        yield Lab.load(EXTERNAL)
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
+
+
+def test_your_services_host_gets_only_the_labs_exporter_locust_and_prometheus(external: Lab):
+    # The own-app lab's nginx, app instances, PostgreSQL and Redis were stopped: this host left those groups.
+    programs = _supervisor_programs()
+    lab_side = {"exporter", "locust-master", "prometheus"}
+    workers = programs - lab_side
+    assert lab_side <= programs and workers and all(p.startswith("locust-worker-") for p in workers), programs
+    assert [p for p in (8080, 8001, 8002, 5433, 6380) if _accepts(p)] == []
+    done = subprocess.run(
+        [str(LOADLAB), "status", "-i", str(EXTERNAL)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = [line for line in done.stdout.splitlines() if " target " in line]
+    assert "127.0.0.1:8000" in row and "200 on /health" in row, done.stdout
+    # Prometheus knows the service's process group as the target, from the exporter's config.
+    deadline = time.monotonic() + 30
+    while not (found := _prometheus(external, 'loadlab_process_group_info{group="svc"}')):
+        assert time.monotonic() < deadline, "no loadlab_process_group_info for svc in Prometheus"
+        time.sleep(1)
+    assert [(r["metric"]["host"], r["metric"]["role"]) for r in found] == [("localhost", "target")]
+    # and scrapes the service's own /metrics (external_metrics_path) as job service, on its host
+    deadline = time.monotonic() + 30
+    while not (up := _prometheus(external, 'up{job="service"} == 1')):
+        assert time.monotonic() < deadline, "the service's own /metrics is not up in Prometheus"
+        time.sleep(1)
+    assert [r["metric"]["host"] for r in up] == ["localhost"]
+
+
+def test_a_sweep_loads_your_service_and_names_its_one_process_as_what_gave_out(external: Lab, tmp_path: Path):
+    out = tmp_path / "run"
+    cmd = [str(LOADLAB), "sweep", "-i", str(EXTERNAL), "--users", "1,4", "--step-time", "15s"]
+    cmd += ["--warmup", "3s", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["target"] == f"http://127.0.0.1:{SERVICE_PORT}"
+    for step in summary["steps"]:
+        res = step["resources"]
+        assert res["source"] == "prometheus"
+        assert res["processes"]["localhost/svc"]["role"] == "target"
+        assert res["processes"]["localhost/svc"]["cpu"] > 0.2, res["processes"]
+        # its sockets: one per user, accepted by the service's host and opened by the generator's
+        assert res["server_sockets"]["hosts"] == {"localhost": step["users"]}, res["server_sockets"]
+        assert step["client_sockets"] == step["users"]
+        assert step["target_cpu_busiest"]["process"] == "localhost/svc"
+        # The dashboards' target CPU (groups selected by role) over the step's window is the step's.
+        window = f"{round(step['window_end'] - step['window_start'])}s"
+        expr = queries.target_cpu(window).replace("$host", ".+")
+        body = httpx.get(
+            f"{external.prometheus_url}/api/v1/query",
+            params={"query": expr, "time": step["window_end"]},
+            timeout=10,
+        ).json()
+        (row,) = body["data"]["result"]
+        assert float(row["value"][1]) == pytest.approx(step["target_cpu"], abs=0.03), (expr, row)
+        # The service's own count of what it answered agrees with Locust's (Prometheus extrapolates a
+        # counter's increase to the window's edges from a few scrapes: within a quarter).
+        own = f"sum(increase(svc_work_requests_total[{window}]))"
+        body = httpx.get(
+            f"{external.prometheus_url}/api/v1/query",
+            params={"query": own, "time": step["window_end"]},
+            timeout=10,
+        ).json()
+        (row,) = body["data"]["result"]
+        assert float(row["value"][1]) == pytest.approx(step["requests"], rel=0.25), (row, step["requests"])
+    last = summary["steps"][-1]
+    assert "target_cpu_bound" in last["diagnosis"], last["diagnosis"]
+    evidence = last["diagnosis_evidence"]["target_cpu_bound"]
+    assert evidence["process"] == "localhost/svc", last["diagnosis_evidence"]
+
+
+def test_the_sweep_loads_your_service_and_nothing_else(external: Lab, tmp_path: Path):
+    locustfile = ROOT / "tests" / "external_service" / "locustfiles" / "work.py"
+    cmd = [str(LOADLAB), "sweep", "-i", str(EXTERNAL), "--host", "http://127.0.0.1:8080"]
+    cmd += ["-f", str(locustfile), "--users", "1", "--out", str(tmp_path / "refused")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "refusing to load http://127.0.0.1:8080" in line and "http://127.0.0.1:8000" in line, line
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_rerun_for_your_service_changes_nothing(external: Lab):
+    rerun = run_playbook("lab.yml", inventory=EXTERNAL)
+    assert rerun.returncode == 0, rerun.tail()
+    assert rerun.recap["localhost"]["changed"] == 0, f"a rerun changed: {rerun.changed_tasks}"
+
+
+def test_an_external_group_without_its_url_is_refused_naming_the_knob(external: Lab):
+    run = run_playbook("lab.yml", "-e", "external_target_url=", inventory=EXTERNAL)
+    assert run.returncode != 0
+    assert "names no external_target_url" in run.output, run.tail()

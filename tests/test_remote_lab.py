@@ -18,12 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
-from loadlab.lab import GROUPS
+from loadlab.lab import REQUIRED_GROUPS, STACK_GROUPS
 from tests import ssh_server
 from tests.servers import NginxStub, free_port, terminate
 from tests.ssh_server import SshServer
 
 sshd = ssh_server.sshd  # the fixture
+GROUPS = STACK_GROUPS + REQUIRED_GROUPS  # every group of a lab with its own stack
 
 
 @dataclass(frozen=True)

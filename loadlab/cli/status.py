@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -75,6 +76,16 @@ def _check_nginx(service: Service, lab: Lab, at: Endpoint) -> Health:
     response = _http(f"{at.url}{path}")
     upstream = response.headers.get("x-upstream", "?")
     return Health(200 <= response.status_code < 300, f"{response.status_code} via {upstream}")
+
+
+def _check_external(service: Service, lab: Lab, at: Endpoint) -> Health:
+    """A service of yours: its external_health_path answers 2xx, or without one, its URL answers at all."""
+    health_path = service.host.var("external_health_path")
+    path = str(health_path or urlsplit(lab.external_target_url or "").path or "/")
+    scheme = urlsplit(lab.external_target_url or "").scheme or "http"
+    response = _http(f"{scheme}{at.url.removeprefix('http')}{path}")
+    ok = 200 <= response.status_code < 300 if health_path else response.status_code < 500
+    return Health(ok, f"{response.status_code} on {path}")
 
 
 def _check_nginx_status(service: Service, lab: Lab, at: Endpoint) -> Health:
@@ -175,6 +186,7 @@ def _check_supervisor(programs: Programs) -> Health:
 _CHECKS: dict[str, Callable[[Service, Lab, Endpoint], Health]] = {
     "nginx": _check_nginx,
     "nginx_status": _check_nginx_status,
+    "external": _check_external,
     "app": _check_app,
     "postgres": _check_postgres,
     "redis": _check_redis,

@@ -124,19 +124,16 @@ def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
         host = spec.target
         assert host is not None
         if not opts["allow_any_host"] and not lab.names_target(host):
-            named = (
-                ", ".join(f"http://{a}:{p}" for a, p in lab.nginx) or f"none ({lab.error or 'no lb hosts'})"
-            )
+            named = ", ".join(lab.targets()) or f"none ({lab.error or 'no lb hosts'})"
             raise UserError(
-                f"refusing to load {host}: it is not the lab's nginx or an app instance in the inventory "
-                f"({named}); "
+                f"refusing to load {host}: it is not a lab target in the inventory ({named}); "
                 "pass --allow-any-host to load it anyway"
             )
         workers = check_workers(spec.workers or os.cpu_count() or 1, opts["allow_many_workers"])
     else:
-        if lab.nginx_url is None:
+        if lab.target_url is None:
             raise UserError(lab.error or "no lab target: the inventory names no nginx host (lb group)")
-        host = lab.nginx_url
+        host = lab.target_url
         workers = None
     name = spec.name
     if opts["out"] is not None and not opts["out"].strip():
@@ -203,12 +200,12 @@ def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, Run
         if (not standalone or not run.get("allow_any_host"))
         else LabView(inventory=inventory)
     )
-    host = run["target"] if standalone else lab.nginx_url
+    host = run["target"] if standalone else lab.target_url
     if host is None:
         raise UserError(lab.error or "no lab target: the inventory names no nginx host (lb group)")
     if standalone and not run.get("allow_any_host") and not lab.names_target(host):
         raise UserError(
-            f"refusing to load {host}: it is not the lab's nginx or an app instance in the inventory"
+            f"refusing to load {host}: it is not a lab target in the inventory ({', '.join(lab.targets())})"
         )
     plan = SweepPlan(
         spec=spec,

@@ -161,15 +161,18 @@ def load_short(step: dict[str, Any]) -> dict[str, Any] | None:
     return evidence
 
 
+def _one_process(name: str, process: dict[str, Any]) -> bool:
+    """A group whose CPU is one process's: an app instance, or a group that had one process all window."""
+    return name.split("/", 1)[1].startswith("app-") or process.get("processes_max") == 1
+
+
 def target_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
     """A target process at a full core, or the target's processes filling every core of their host."""
     res = _resources(step)
     procs = {n: p for n, p in (res.get("processes") or {}).items() if p.get("role") == model.TARGET}
-    # One process's CPU: an app instance is one Python process; a sampled group knows its busiest process.
-    single = {
-        n: p.get("busiest_one", p.get("cpu") if n.split("/", 1)[1].startswith("app-") else None)
-        for n, p in procs.items()
-    }
+    # One process's CPU: an app instance is one Python process, as is any group that never had more than
+    # one; a sampled group knows its busiest process.
+    single = {n: p.get("busiest_one", p.get("cpu") if _one_process(n, p) else None) for n, p in procs.items()}
     single = {n: v for n, v in single.items() if v is not None}
     if single:
         name = max(sorted(single), key=lambda n: single[n])
@@ -180,7 +183,7 @@ def target_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
     waiting = {
         n: p["runnable"]
         for n, p in procs.items()
-        if n.split("/", 1)[1].startswith("app-") and (p.get("runnable") or 0.0) >= ALWAYS_RUNNABLE
+        if _one_process(n, p) and (p.get("runnable") or 0.0) >= ALWAYS_RUNNABLE
     }
     if waiting:
         name = max(sorted(waiting), key=lambda n: waiting[n])
@@ -213,6 +216,7 @@ _GROUPS = (
     (model.TARGET, "target"),
     (model.LOADGEN, "generator"),
     (model.DATA, "data"),
+    (model.MONITOR, "monitor"),
     (model.OTHER, "other"),
 )
 

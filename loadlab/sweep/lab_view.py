@@ -21,6 +21,8 @@ class LabView:
     inventory: str | None
     nginx: list[tuple[str, int]] = field(default_factory=list)  # (address, port) of each lb host
     apps: list[tuple[str, int]] = field(default_factory=list)  # (address, port) of every app instance
+    external_url: str | None = None  # a service of yours the inventory names (external_target_url)
+    server_hosts: list[str] = field(default_factory=list)  # inventory names of the hosts serving the target
     app_ports: list[int] = field(default_factory=list)
     postgres_port: int | None = None
     redis_port: int | None = None
@@ -44,13 +46,27 @@ class LabView:
         addr, port = self.nginx[0]
         return f"http://{addr}:{port}"
 
+    @property
+    def target_url(self) -> str | None:
+        """What a lab sweep loads: the service of yours the inventory names, else the lab's nginx."""
+        return self.external_url or self.nginx_url
+
+    def targets(self) -> list[str]:
+        """Every URL the inventory names as a lab target, for messages."""
+        nginx = [f"http://{a}:{p}" for a, p in self.nginx]
+        return nginx + ([self.external_url] if self.external_url else [])
+
     def names_target(self, url: str) -> bool:
-        """True when `url` is a lab target named by the inventory: an lb host's nginx, or one app instance
-        (address and port)."""
+        """True when `url` is a lab target named by the inventory: an lb host's nginx, one app instance, or
+        the external_target_url of a service of yours (address and port)."""
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         wanted = _addresses(parts.hostname or "")
-        return any(port == p and wanted & _addresses(a) for a, p in [*self.nginx, *self.apps])
+        named = [*self.nginx, *self.apps]
+        if self.external_url:
+            ext = urlsplit(self.external_url)
+            named.append((ext.hostname or "", ext.port or (443 if ext.scheme == "https" else 80)))
+        return any(port == p and wanted & _addresses(a) for a, p in named)
 
     def local_ports(self) -> dict[int, str]:
         """Lab ports on this machine -> process group name, for in-process CPU sampling."""
@@ -110,6 +126,8 @@ def view_of(lab: Lab) -> LabView:
     """What the sweep needs from the lab: the target, the Locust master, Prometheus, and local ports."""
     view = LabView(inventory=str(lab.inventory), lab=lab)
     view.nginx = [(h.address, h.int_var("nginx_port")) for h in lab.group("lb")]
+    view.external_url = lab.external_target_url
+    view.server_hosts = [h.name for h in lab.group("external" if view.external_url else "lb")]
     view.apps = [(h.address, port) for h in lab.group("app") for port in h.app_ports()]
     for host in lab.group("app"):
         if is_local_address(host.address):

@@ -14,23 +14,19 @@ with no process, a group whose processes started inside the window. A quiet wind
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-LOADGEN, TARGET, DATA, OTHER = "loadgen", "target", "data", "other"
-# process group name -> role; the target is what load is aimed at (nginx and the app instances)
-_ROLES = (
-    (re.compile(r"^locust(-|$)"), LOADGEN),
-    (re.compile(r"^(nginx|app-\d+|target-\d+)$"), TARGET),
-    (re.compile(r"^(postgres|redis)$"), DATA),
+# A process group's role is the exporter's: its config says it, or the group's name implies it (role_of).
+from loadlab.exporters.config import (  # noqa: F401 (imported from here)
+    DATA,
+    LOADGEN,
+    MONITOR,
+    OTHER,
+    TARGET,
+    role_of,
 )
-
-
-def role_of(process: str) -> str:
-    """What a process group is in the lab: the load generator, the target, its data stores, or other."""
-    return next((role for rx, role in _ROLES if rx.search(process)), OTHER)
 
 
 def key(host: str, process: str) -> str:

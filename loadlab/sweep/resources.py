@@ -526,8 +526,25 @@ class PrometheusWindow:
             end,
             ("host", "group"),
         )
+        # Each group's role as its exporter's config says (a service of yours names its own groups), and
+        # the most processes it had: a group of one process is as full at one core as an app instance.
+        roles = {
+            (host, group): role
+            for host, group, role in self._by(
+                "max by (host, group, role) (loadlab_process_group_info)", end, ("host", "group", "role")
+            )
+        }
+        counts = self._by(
+            f"max by (host, group) (max_over_time(loadlab_processes[{w}]))", end, ("host", "group")
+        )
         for (host, group), cores in groups.items():
-            extra = {"runnable": runnable[(host, group)]} if (host, group) in runnable else {}
+            extra: dict[str, Any] = {}
+            if (host, group) in runnable:
+                extra["runnable"] = runnable[(host, group)]
+            if (host, group) in roles:
+                extra["role"] = roles[(host, group)]
+            if (host, group) in counts:
+                extra["processes_max"] = int(counts[(host, group)])
             model.add_process(host, group, cores, **extra)
         # The exporter's per-process groups (locust-master, locust-worker-N) count CPU seconds exactly; the
         # Locust plugin's per-worker ratio (sampled by Locust every 10 s) stands in when they are missing.

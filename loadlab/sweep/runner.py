@@ -94,6 +94,7 @@ class SweepPlan:
             "inventory": {
                 "path": str(Path(self.lab.inventory).resolve()) if self.lab.inventory else None,
                 "nginx": [f"{a}:{p}" for a, p in self.lab.nginx],
+                **({"external": self.lab.external_url} if self.lab.external_url else {}),
                 "locust_web_url": self.lab.locust_web_url,
                 "locust_master": {
                     "host": self.lab.locust_master,
@@ -364,7 +365,7 @@ class SweepRunner:
                 plan.port,
                 lab.scrape_interval,
                 loadgen_hosts=[h.name for h in inventory.group("loadgen")] if inventory else None,
-                lb_hosts=[h.name for h in inventory.group("lb")] if inventory else None,
+                lb_hosts=lab.server_hosts if inventory else None,
             )
             if prom.ready() and prom.covers(self.window):
                 self.prometheus = prom
