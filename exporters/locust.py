@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+import locust.runners
 from locust import events
 from locust.runners import (
     STATE_CLEANUP,
@@ -27,6 +30,7 @@ from locust.runners import (
     STATE_STOPPING,
     LocalRunner,
     MasterRunner,
+    WorkerRunner,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -188,6 +192,69 @@ def _add_options(parser: Any, **_: Any) -> None:
         help=f"Address the metrics listen on (default {DEFAULT_HOST}).",
         include_in_web_ui=False,
     )
+
+
+REPORTS_PATH = "/loadlab/reports"
+REPORT_INTERVAL = 1.0
+"""Seconds between a worker's reports to the master (Locust's default is 3): each report is one sample of
+what that worker did, so a step's window holds one sample per second per worker."""
+
+
+class _Reports:
+    """The workers' reports since the master's stats were last reset, each with its arrival time."""
+
+    def __init__(self) -> None:
+        self.reset_at = time.time()
+        self.items: deque[dict[str, Any]] = deque(maxlen=200_000)
+
+    def reset(self) -> None:
+        self.reset_at = time.time()
+        self.items.clear()
+
+    def add(self, worker: str, total: dict[str, Any]) -> None:
+        times = total.get("response_times") or {}
+        self.items.append(
+            {
+                "time": time.time(),
+                "worker": worker,
+                "requests": int(total.get("num_requests") or 0),
+                "failures": int(total.get("num_failures") or 0),
+                "response_times": {str(ms): n for ms, n in sorted(times.items())},
+            }
+        )
+
+
+_REPORTS = _Reports()
+
+
+@events.init.add_listener
+def _reports(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
+    """Workers report every REPORT_INTERVAL; the master keeps the reports since the last stats reset and
+    serves them at GET /loadlab/reports on its web UI, where a sweep reads a step's samples."""
+    if isinstance(runner, WorkerRunner):
+        locust.runners.WORKER_REPORT_INTERVAL = REPORT_INTERVAL  # read by the worker's report loop
+        return
+    if not isinstance(runner, MasterRunner) or web_ui is None:
+        return
+    environment.events.worker_report.add_listener(
+        lambda client_id, data, **_: _REPORTS.add(str(client_id), data.get("stats_total") or {})
+    )
+    environment.events.reset_stats.add_listener(lambda **_: _REPORTS.reset())
+
+    from flask import jsonify
+
+    def reports() -> Any:
+        return jsonify(
+            {
+                "now": time.time(),
+                "reset_at": _REPORTS.reset_at,
+                "report_interval_s": REPORT_INTERVAL,
+                "reports": list(_REPORTS.items),
+            }
+        )
+
+    guard = getattr(web_ui, "auth_required_if_enabled", None)
+    web_ui.app.add_url_rule(REPORTS_PATH, "loadlab_reports", guard(reports) if guard else reports)
 
 
 @events.init.add_listener

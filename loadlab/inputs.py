@@ -41,6 +41,14 @@ def finite_number(
     return number
 
 
+def parse_share(text: Any, where: str) -> float:
+    """A share of something, as 5% or 0.05: a number from 0 to 1."""
+    value = str(text).strip()
+    scale = 100.0 if value.endswith("%") else 1.0
+    share = finite_number(value.rstrip("%"), where, minimum=0, maximum=scale, what="a share (5% or 0.05)")
+    return share / scale
+
+
 def parse_url(text: Any, where: str, schemes: tuple[str, ...] = ("http", "https")) -> SplitResult:
     """A URL with one of `schemes`, a host (unix sockets excepted) and a port in 1-65535 if it names one."""
     if not isinstance(text, str) or not text.strip():

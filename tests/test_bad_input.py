@@ -119,6 +119,10 @@ for flag, values in {
     "-f": ["{d}/no-such.py", ""],
     "-i": ["{d}/no-such.yml"],
     "--out": [""],
+    "--reset": ["-1", "ten", "20000000"],
+    "--target-revision": ["", " ", "x" * 300, "a\tb"],
+    "--baseline": ["{d}/no-such-run", "{d}"],
+    "--max-regression": ["nan", "-5%", "150%", "lots"],
 }.items():  # fmt: skip
     for value in values:
         base = [a for a in OK]
@@ -127,7 +131,10 @@ for flag, values in {
             base[i + 1] = value
         else:
             base += [flag, value]
-        hint = {"-f": "-f", "-i": "-i", "--threshold": "threshold", "--user-classes": "user-classes"}
+        if flag == "--max-regression":
+            base += ["--baseline", "{d}"]  # no run there, but the tolerance is checked first
+        hint = {"-f": "-f", "-i": "-i", "--threshold": "threshold", "--user-classes": "user-classes",
+                "--reset": "reset", "--baseline": "not a"}  # fmt: skip
         case(f"sweep {flag} {value[:20]!r}", ["sweep", *base], hint.get(flag, flag if value.strip() else ""))
 
 for name, text in {
@@ -137,6 +144,8 @@ for name, text in {
 }.items():
     case(f"sweep locustfile {name}", ["sweep", *OK[:2], "-f", "{d}/lf.py", *OK[4:], "--out", "{d}/run"],
          "lf.py", {"lf.py": text})  # fmt: skip
+case("sweep --reset of a target elsewhere", ["sweep", *OK, "--reset", "100"], "for sweeps of the lab")
+case("sweep --max-regression alone", ["sweep", *OK, "--max-regression", "5%"], "needs --baseline")
 PARTS = {"a file": "{d}/file", "run.json": "{d}/r1", "steps.jsonl": "{d}/r2", "summary.json": "{d}/r3",
          "steps.csv": "{d}/r4", "report.html": "{d}/r5"}  # fmt: skip
 for name, arg in PARTS.items():

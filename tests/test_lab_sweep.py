@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
+from loadlab.sweep import samples
 from tests.lab_fixture import ROOT, SUPERVISORCTL, LabSession, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
@@ -94,6 +95,7 @@ def faulted(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         watcher = threading.Thread(target=faults)
         watcher.start()
         args = ["sweep", "--users", "2,4,6", "--step-time", "15s", "--warmup", "3s", "--out", str(out)]
+        args += ["--reset", "300"]  # a known starting state: the demo app's users seeded, Redis flushed
         result = CliRunner().invoke(main, [*args, "--threshold", "fail_ratio<1%"])
         watcher.join()
     finally:
@@ -119,6 +121,15 @@ def test_a_clean_lab_step_is_measured_with_the_labs_own_figures(faulted: Faulted
     run = json.loads((faulted.out / "run.json").read_text())
     assert run["mode"] == "lab"
     assert (faulted.out / "report.html").is_file() and _recorded(faulted.out) == 3
+    # The run started from the state --reset made, and says so.
+    reset = run["reset"]
+    assert reset["postgres"] == {"host": "localhost", "table": "users", "rows": 300}
+    assert reset["redis"] == {"host": "localhost", "flushed": True, "keys": 0}
+    # Each step kept its samples: the master's workers' reports, one a second each.
+    data = samples.read(faulted.out, first["index"])
+    assert data is not None and len({r["worker"] for r in data["reports"]}) == first["load"]["workers_min"]
+    per_second = samples.series(data)
+    assert sum(per_second["rps"]) / len(per_second["rps"]) == pytest.approx(first["rps"], rel=0.15)
 
 
 def test_a_worker_lost_mid_step_makes_the_step_say_its_load_was_short(faulted: FaultedSweep):

@@ -157,8 +157,9 @@ def _supervisor_programs() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if "RUNNING" in line}
 
 
-def _prometheus(lab: Lab, expr: str) -> list[dict]:
-    body = httpx.get(f"{lab.prometheus_url}/api/v1/query", params={"query": expr}, timeout=10).json()
+def _prometheus(lab: Lab, expr: str, at: float | None = None) -> list[dict]:
+    params = {"query": expr, **({"time": at} if at is not None else {})}
+    body = httpx.get(f"{lab.prometheus_url}/api/v1/query", params=params, timeout=10).json()
     return body["data"]["result"]
 
 
@@ -233,22 +234,12 @@ def test_a_sweep_loads_your_service_and_names_its_one_process_as_what_gave_out(e
         # The dashboards' target CPU (groups selected by role) over the step's window is the step's.
         window = f"{round(step['window_end'] - step['window_start'])}s"
         expr = queries.target_cpu(window).replace("$host", ".+")
-        body = httpx.get(
-            f"{external.prometheus_url}/api/v1/query",
-            params={"query": expr, "time": step["window_end"]},
-            timeout=10,
-        ).json()
-        (row,) = body["data"]["result"]
+        (row,) = _prometheus(external, expr, step["window_end"])
         assert float(row["value"][1]) == pytest.approx(step["target_cpu"], abs=0.03), (expr, row)
         # The service's own count of what it answered agrees with Locust's (Prometheus extrapolates a
         # counter's increase to the window's edges from a few scrapes: within a quarter).
         own = f"sum(increase(svc_work_requests_total[{window}]))"
-        body = httpx.get(
-            f"{external.prometheus_url}/api/v1/query",
-            params={"query": own, "time": step["window_end"]},
-            timeout=10,
-        ).json()
-        (row,) = body["data"]["result"]
+        (row,) = _prometheus(external, own, step["window_end"])
         assert float(row["value"][1]) == pytest.approx(step["requests"], rel=0.25), (row, step["requests"])
     last = summary["steps"][-1]
     assert "target_cpu_bound" in last["diagnosis"], last["diagnosis"]

@@ -118,6 +118,76 @@ def test_max_rps_matches_plain_locust_and_the_knee_is_the_capacity(capacity_run:
     assert summary["recommendation"]["text"].startswith(f"stay at or below {SLOTS} users for p95 under")
 
 
+def test_each_step_keeps_its_samples_second_by_second(capacity_run: dict) -> None:
+    """Every step's workers' reports are in samples/step-N.json; their per-second rate averages to the
+    step's own rps, and the 16-user step's seconds sit at the target's capacity."""
+    from loadlab.sweep import samples
+
+    out = capacity_run["out"]
+    for step in capacity_run["summary"]["steps"]:
+        data = samples.read(out, step["index"])
+        assert data is not None and step["samples"] == f"samples/step-{step['index'] + 1}.json"
+        assert {r["worker"] for r in data["reports"]} and len({r["worker"] for r in data["reports"]}) == 2
+        per_second = samples.series(data)
+        # one value per second the workers' reports cover (the last report may still be on its way)
+        assert int(data["window_s"]) - 1 <= len(per_second["rps"]) <= int(data["window_s"])
+        mean = sum(per_second["rps"]) / len(per_second["rps"])
+        assert mean == pytest.approx(step["rps"], rel=0.1), (per_second["rps"], step["rps"])
+    last = samples.series(samples.read(out, capacity_run["summary"]["steps"][-1]["index"]))
+    assert all(v == pytest.approx(SLOTS / HOLD, rel=0.25) for v in last["rps"]), last["rps"]
+
+
+@pytest.mark.timeout(240)
+def test_compare_calls_a_30_percent_slower_target_slower_and_the_same_target_the_same(
+    capacity_run: dict, capacity_target: Target, tmp_path: Path
+) -> None:
+    """The same 16-user step against a target whose requests take 1/0.7 as long (30% less capacity), and
+    against the same target again: compare says slower by about 30%, then no difference;
+    each sweep gated on the first run (--baseline) fails on the regression and passes on the rerun."""
+    slower = Target(SLOTS, HOLD / 0.7)
+    try:
+        runs, gates = {}, {}
+        for name, target in (("slower", slower), ("again", capacity_target)):
+            code, output = run_sweep(
+                "--host", target.url, "-f", str(LOCUSTFILES / "closed_loop.py"), "--allow-any-host",
+                "--users", "16", *STEP, "--workers", "2", "--out", str(tmp_path / name),
+                "--baseline", str(capacity_run["out"]), "--max-regression", "5%", "--target-revision", name,
+            )  # fmt: skip
+            runs[name] = tmp_path / name
+            gates[name] = (code, summary_of(tmp_path / name)["baseline"], output)
+    finally:
+        slower.stop()
+    # The gate: exit 1 on the real regression, with what regressed in summary.json; exit 0 on the rerun.
+    code, record, output = gates["slower"]
+    assert code == 1 and record["verdict"] == "regression", output
+    assert {(r["users"], r["figure"]) for r in record["regressions"]} >= {(16, "rps"), (16, "p95_ms")}, record
+    assert "baseline " in output and "regression (rps" in output
+    code, record, output = gates["again"]
+    assert code == 0 and record["verdict"] == "pass" and record["regressions"] == [], (record, output)
+    # Both finished runs are in their results folder's index, with the gate's verdict (`loadlab runs`).
+    index = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
+    assert [(e["id"], e["target_revision"], e["baseline"]["verdict"]) for e in index] == [
+        ("slower", "slower", "regression"),
+        ("again", "again", "pass"),
+    ]
+    result = CliRunner().invoke(
+        main, ["compare", str(capacity_run["out"]), str(runs["slower"]), str(runs["again"]),
+               "--out", str(tmp_path / "cmp")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    worse, same = json.loads((tmp_path / "cmp" / "compare.json").read_text())["comparisons"]
+    assert worse["common_users"] == [16] and worse["verdict"] == "slower"
+    row = {r["figure"]: r for r in worse["rows"]}
+    assert row["rps"]["verdict"] == "slower" and row["rps"]["change"] == pytest.approx(-0.30, abs=0.08), row
+    # 16 users queue for 8 slots: each waits twice its hold, which is 1/0.7 as long
+    assert row["p50_ms"]["verdict"] == "slower"
+    assert row["p50_ms"]["change"] == pytest.approx(1 / 0.7 - 1, abs=0.12), row["p50_ms"]
+    assert same["verdict"] == "no real difference", [
+        (r["users"], r["figure"], r["change"], r["verdict"]) for r in same["rows"]
+    ]
+    assert (tmp_path / "cmp" / "compare.html").is_file()
+
+
 def test_each_step_has_window_figures_and_resources(capacity_run: dict) -> None:
     summary = capacity_run["summary"]
     for step in summary["steps"]:

@@ -18,6 +18,8 @@ _COMMANDS = {
     "grafana": "loadlab.cli.grafana",
     "collect": "loadlab.cli.collect",
     "calibrate": "loadlab.cli.calibrate",
+    "compare": "loadlab.cli.compare",
+    "runs": "loadlab.cli.runs",
 }
 
 

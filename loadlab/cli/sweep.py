@@ -12,14 +12,14 @@ import click
 
 from loadlab.cli.usage import OneLineCommand
 from loadlab.console import UserError, console, err_console
-from loadlab.inputs import finite_number, parse_url
+from loadlab.inputs import finite_number, parse_share, parse_url
 from loadlab.sweep.search import SearchSpec, parse_resolution
 from loadlab.sweep.spec import MAX_USERS, SweepSpec, is_auto, load_spec, parse_duration, parse_users
 
 WORKERS_PER_CORE = 4  # beyond this, workers fight over the cores and the generator measures itself
 
 _SHAPING = ("users", "step_time", "warmup", "spawn_rate", "out", "threshold", "spec", "host", "locustfile",
-            "workers", "user_classes", "name", "max_users", "resolution")  # fmt: skip
+            "workers", "user_classes", "name", "max_users", "resolution", "reset")  # fmt: skip
 
 
 def _build_spec(opts: dict[str, Any]) -> SweepSpec:
@@ -68,6 +68,8 @@ def _merge_spec(opts: dict[str, Any]) -> SweepSpec:
         spec.step_time = parse_duration(opts["step_time"], "--step-time")
     if opts["warmup"] is not None:
         spec.warmup = parse_duration(opts["warmup"], "--warmup")
+    if opts["reset"] is not None:
+        spec.reset = opts["reset"]
     if opts["spawn_rate"] is not None:
         spec.spawn_rate = finite_number(
             opts["spawn_rate"], "--spawn-rate", above=0, what="users per second, e.g. 10"
@@ -151,7 +153,16 @@ def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
         workers=workers,
         allow_any_host=bool(opts["allow_any_host"]),
         command=_command_line(opts),
+        target_revision=_target_revision(opts["target_revision"]),
     )
+
+
+def _target_revision(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if not text.strip() or len(text) > 200 or not text.isprintable():
+        raise UserError("--target-revision: give the target's version or commit, e.g. v1.4.2 or 3f2c1e9")
+    return text.strip()
 
 
 def _command_line(opts: dict[str, Any]) -> list[str]:
@@ -311,14 +322,35 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     "standalone: all the locustfile's).",
 )
 @click.option("--name", help="Name of the run (default: the spec's name, else 'sweep').")
+@click.option(
+    "--reset",
+    type=int,
+    help="Lab runs of the demo app: empty its users and seed this many, flush Redis, before the first step.",
+)
+@click.option(
+    "--target-revision",
+    help="What the target runs (a version or commit), kept in run.json and the index; your own app's git "
+    "checkout is found by itself.",
+)
+@click.option(
+    "--baseline",
+    help="A run to gate on: exit 1 when this run's rps or p95 is really worse at a user count both have.",
+)
+@click.option(
+    "--max-regression",
+    help="With --baseline: how much worse is tolerated before the gate fails (default 5%).",
+)
 def sweep(**opts: Any) -> None:
     """Step load through user counts; write steps, summary.json and report.html; gate on thresholds.
 
-    Exit 0 when every threshold holds, 1 when one failed, 2 on bad input or when the target or Locust
-    cannot be used; a run stopped by Ctrl-C or SIGTERM exits 128+signal with its finished steps kept.
+    Exit 0 when every threshold holds (and the run is no real regression on --baseline), 1 when one
+    failed, 2 on bad input or when the target or Locust cannot be used; a run stopped by Ctrl-C or SIGTERM
+    exits 128+signal with its finished steps kept.
     """
     from loadlab.sweep.results import RunDir
     from loadlab.sweep.runner import SweepRunner, check_reachable
+
+    baseline = _baseline(opts)
 
     scan = None
     if opts["resume"] is not None:
@@ -336,6 +368,20 @@ def sweep(**opts: Any) -> None:
         steps = []
         run = None
     remaining = plan.spec.next_step(steps) is not None
+    reset_lab = None
+    if plan.spec.reset is not None and run is None:  # a resume keeps the state its steps were measured on
+        from loadlab.sweep.reset import check_resettable
+
+        if plan.mode != "lab" and not plan.lab.names_target(plan.host):
+            raise UserError("--reset resets the lab's own data: it is for sweeps of the lab")
+        reset_lab = check_resettable(plan.lab.lab)
+    if baseline is not None and plan.spec.search is None:
+        planned = {int(u) for u in plan.spec.users or []}
+        if planned and not planned & {s["users"] for s in baseline[0].steps}:
+            raise UserError(
+                f"--baseline {baseline[0].path}: none of its user counts is one of this sweep's "
+                f"({', '.join(map(str, sorted(planned)))}); a gate compares steps with the same users"
+            )
     if remaining:
         check_reachable(plan.host)
     # Every check passed: only now is anything in the run folder written. A resume that fails before it
@@ -344,8 +390,20 @@ def sweep(**opts: Any) -> None:
     kept = len(steps)
     try:
         if run is None:
+            reset = None
+            if reset_lab is not None:
+                from loadlab.sweep.reset import reset_lab as do_reset
+
+                reset = do_reset(reset_lab, int(plan.spec.reset or 0))
+                console.print(
+                    f"reset: {reset['postgres']['rows']} users seeded on {reset['postgres']['host']}, "
+                    f"Redis on {reset['redis']['host']} flushed",
+                    markup=False,
+                )
             run_dir.create()
             run = plan.run_record()
+            if reset is not None:
+                run["reset"] = reset
         if scan is not None and scan.damaged:
             run_dir.set_aside(scan)
             run["resumes"][-1]["set_aside"] = [{"line": n, "why": why} for n, _line, why in scan.damaged]
@@ -377,7 +435,61 @@ def sweep(**opts: Any) -> None:
 
         sys.exit(128 + int(getattr(signal, interrupted)))
     _print_summary(summary, plan.out)
-    sys.exit(0 if summary["verdict"] == "pass" else 1)
+    gated = _gate(baseline, run_dir, summary) if baseline is not None else "pass"
+    _index(run_dir, summary)
+    if gated == "not judged":
+        sys.exit(2)  # the run is kept; the baseline could not be compared with it (said above)
+    sys.exit(0 if summary["verdict"] == "pass" and gated == "pass" else 1)
+
+
+def _index(run_dir: Any, summary: dict[str, Any]) -> None:
+    """A finished run goes into its results folder's index.jsonl (`loadlab runs`); a folder the index
+    cannot be written in costs the index line, never the run."""
+    from loadlab.sweep.history import record
+
+    try:
+        record(run_dir.path, run_dir.read_run(), summary)
+    except UserError as exc:
+        err_console.print(f"warning: {exc}", markup=False)
+
+
+def _baseline(opts: dict[str, Any]) -> tuple[Any, float] | None:
+    """--baseline RUN and --max-regression, checked before anything runs."""
+    if opts["baseline"] is None:
+        if opts["max_regression"] is not None:
+            raise UserError("--max-regression needs --baseline RUN: the run to compare against")
+        return None
+    from loadlab.sweep.compare import load_run
+
+    tolerance = parse_share(opts["max_regression"] or "5%", "--max-regression")
+    return load_run(Path(opts["baseline"])), tolerance
+
+
+def _gate(baseline: tuple[Any, float], run_dir: Any, summary: dict[str, Any]) -> str:
+    """This run against the baseline; summary.json gets `baseline`; the gate's verdict."""
+    from loadlab.sweep.compare import gate, load_run
+
+    base, tolerance = baseline
+    try:
+        record = gate(base, load_run(run_dir.path), tolerance)
+    except UserError as exc:
+        record = {"run": str(base.path), "max_regression": tolerance, "verdict": "not judged"}
+        record["why"] = str(exc)
+    summary["baseline"] = record
+    run_dir.write_summary(summary)
+    worse = ", ".join(
+        f"{r['figure']} {100 * r['change']:+.1f}% at {r['users']} users"
+        for r in record.get("regressions") or []
+    )
+    console.print(
+        f"baseline {base.path}: {record['verdict']}"
+        + (f" ({worse})" if worse else "")
+        + (f" ({record['why']})" if record.get("why") else "")
+        + f", tolerance {100 * tolerance:g}%",
+        markup=False,
+        soft_wrap=True,
+    )
+    return str(record["verdict"])
 
 
 def _write_report(path: Path, lab_panels: bool) -> None:

@@ -121,6 +121,15 @@ class LocustWeb:
         """Live figures: state, user_count, workers, current rps and percentiles (cached 2 s by Locust)."""
         return self._request("GET", "/stats/requests").json()
 
+    def reports(self) -> dict[str, Any] | None:
+        """The workers' reports since the last reset, as the lab's plugin in the master keeps them
+        (samples.py); None where the master does not have the plugin."""
+        try:
+            resp = self._http.get("/loadlab/reports", timeout=10.0)
+            return resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
     def window(self) -> tuple[list[EndpointStats], EndpointStats | None]:
         """Stats since the last reset, every percentile, per endpoint and aggregated."""
         return parse_requests_csv(self._request("GET", "/stats/requests/csv").text)
@@ -183,7 +192,9 @@ class LocalLocust:
 
     def __init__(self, locustfile: str, workers: int, user_classes: list[str], log_dir: Path) -> None:
         # Locust takes several files separated by commas; the children run in log_dir, so paths are absolute.
-        self.locustfile = ",".join(str(Path(p).resolve()) for p in locustfile.split(","))
+        # The lab's plugin comes first: any locustfile gets its samples (exporters/locust.py).
+        plugin = Path(__file__).with_name("locust_plugin.py")
+        self.locustfile = ",".join([str(plugin)] + [str(Path(p).resolve()) for p in locustfile.split(",")])
         self.workers = workers
         self.user_classes = user_classes
         self.log_dir = log_dir

@@ -633,6 +633,55 @@ class PrometheusWindow:
         self._components(model, start, end)
         return model.to_dict()
 
+    def series(self, start: float, end: float) -> dict[str, Any] | None:
+        """The window scrape by scrape: each process group's CPU (cores) and each host's busy share, one
+        value per scrape interval (a rate over two scrapes), for the step's samples; None when Prometheus
+        has none."""
+        step = self.scrape_interval
+        rate = f"[{2 * step:g}s]"
+        queries = {
+            "processes": (
+                f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total{rate}))",
+                ("host", "group"),
+            ),
+            "hosts": (
+                f'1 - sum by (host) (rate(loadlab_host_cpu_seconds_total{{mode=~"idle|iowait"}}{rate})) '
+                f"/ sum by (host) (rate(loadlab_host_cpu_seconds_total{rate}))",
+                ("host",),
+            ),
+        }
+        times = [round(start + step * (k + 1), 3) for k in range(int((end - start) // step))]
+        if not times:
+            return None
+        out: dict[str, Any] = {
+            "source": "prometheus",
+            "interval_s": step,
+            "t": [round(t - start, 3) for t in times],
+        }
+        for name, (expr, labels) in queries.items():
+            found: dict[str, list[float | None]] = {}
+            try:
+                resp = self._http.get(
+                    "/api/v1/query_range",
+                    params={
+                        "query": expr,
+                        "start": f"{times[0]:.3f}",
+                        "end": f"{times[-1]:.3f}",
+                        "step": f"{step:g}s",
+                    },
+                )
+                rows = resp.json()["data"]["result"] if resp.status_code == 200 else []
+            except (httpx.HTTPError, ValueError, KeyError):
+                rows = []
+            for row in rows:
+                values = {round(float(t), 3): float(v) for t, v in row.get("values") or []}
+                name_of = "/".join(row["metric"].get(label, "") for label in labels)
+                found[name_of] = [
+                    round(values[t], 4) if t in values and values[t] == values[t] else None for t in times
+                ]
+            out[name] = dict(sorted(found.items()))
+        return out if out["processes"] or out["hosts"] else None
+
     def _samples(self, selector: str, start: float, end: float) -> Iterator[tuple[dict[str, str], list]]:
         """Every raw sample of the selected series in [start, end]: (labels, [(scrape time, value)])."""
         millis = max(1, round((end - start) * 1000))

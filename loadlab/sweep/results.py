@@ -18,6 +18,7 @@ from typing import Any
 from loadlab.console import UserError
 from loadlab.inputs import read_text
 from loadlab.sweep import analysis
+from loadlab.sweep.samples import SAMPLES_DIR
 from loadlab.sweep.search import SearchSpec
 from loadlab.sweep.search import outcome as capacity_outcome
 from loadlab.sweep.spec import SweepSpec
@@ -92,6 +93,7 @@ SUMMARY_STEP_FIELDS = [
     "resources",
     "load",
     "ssh_reconnects",
+    "samples",
 ]
 
 
@@ -190,7 +192,7 @@ class RunDir:
         """Refuse a file, a folder holding any part of a run, or one we cannot write in; writes nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{flag} {self.path}: is a file, not a folder")
-        found = [name for name in RUN_FILES if (self.path / name).exists()]
+        found = [name for name in (*RUN_FILES, SAMPLES_DIR) if (self.path / name).exists()]
         if found:
             raise UserError(
                 f"{flag} {self.path} already holds a run ({', '.join(found)}): continue it with "

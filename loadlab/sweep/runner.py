@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import psutil
 
 from loadlab.console import UserError
 from loadlab.grafana import StepAnnotator
-from loadlab.lab import Host, Lab
+from loadlab.lab import Host, Lab, project_dir
 from loadlab.remote import RemoteHosts
 from loadlab.sweep import resources as res
+from loadlab.sweep import samples
 from loadlab.sweep.diagnosis import diagnose
 from loadlab.sweep.lab_view import LabView
 from loadlab.sweep.locust_driver import WORKER_REPORT_INTERVAL, EndpointStats, LocalLocust, LocustWeb
@@ -71,6 +73,7 @@ class SweepPlan:
     workers: int | None = None
     allow_any_host: bool = False
     command: list[str] = field(default_factory=list)
+    target_revision: str | None = None  # --target-revision: what the target ran, as the user names it
     # Called in a thread as each step's window opens, with the window's length (loadlab calibrate stops a
     # component mid-step with it); not part of run.json.
     during_window: Callable[[float], None] | None = None
@@ -105,9 +108,29 @@ class SweepPlan:
                 "error": self.lab.error,
             },
             "git": git_revision(),
+            "target_git": self._target_revision(),
             "versions": versions(),
             "cwd": os.getcwd(),
         }
+
+    def _target_revision(self) -> dict[str, Any] | None:
+        """The target's revision where it is known: as --target-revision names it, else the git checkout
+        of the lab's own app (app_source a folder in a git repository); None otherwise."""
+        if self.target_revision:
+            return {"commit": self.target_revision, "from": "--target-revision"}
+        inventory = self.lab.lab
+        if inventory is None or self.mode != "lab":
+            return None
+        for host in inventory.group("app"):
+            source = host.var("app_source")
+            if source and host.var("app_command"):
+                base = project_dir(inventory.inventory) or Path.cwd()
+                folder = Path(str(source)) if Path(str(source)).is_absolute() else base / str(source)
+                if folder.is_dir():
+                    found = git_revision(folder)
+                    if found.get("commit"):
+                        return {**found, "from": str(source)}
+        return None
 
 
 def check_reachable(url: str) -> None:
@@ -523,6 +546,7 @@ class SweepRunner:
         self._wait(index, users, "measuring", window, t0)
         if action is not None:
             action.join(timeout=window + 60)
+        reports = samples.from_master(self.web.reports())  # the window's samples, as the aggregate's
         endpoints, total = self.web.window()
         t1_wall = time.time()
         overrun = time.monotonic() - t0 - window
@@ -539,6 +563,16 @@ class SweepRunner:
             for e in (self._live().get("errors") or [])[:10]
         ]
         step = self._record(index, users, window, t0_wall, t1_wall, endpoints, total, figures, errors)
+        if (
+            reports is not None
+            and self.prometheus is not None
+            and step["resources"].get("source") == "prometheus"
+        ):
+            with contextlib.suppress(httpx.HTTPError):
+                reports["resources"] = self.prometheus.series(t0_wall, t1_wall)
+        if reports is not None:
+            samples.write(self.run_dir.path, index, reports)
+            step["samples"] = samples.path_of(Path("."), index).as_posix()
         dropped = {
             h: n - reconnects.get(h, 0) for h, n in self._reconnects().items() if n > reconnects.get(h, 0)
         }

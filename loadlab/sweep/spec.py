@@ -17,6 +17,7 @@ A spec file (scripts/sweeps/NAME.yml) is a mapping of these fields; any other fi
     target: lab               # or a URL: a standalone run with our own Locust
     locustfile: locustfiles/max_rps.py  # standalone runs only; relative to here or to the repository
     workers: 2                # standalone runs only (default: this machine's cores)
+    reset: 1000               # lab runs of the demo app: empty and seed its users, flush Redis first
 
 Flags given with --spec override its fields; --threshold adds to its thresholds.
 """
@@ -119,6 +120,7 @@ class SweepSpec:
     workers: int | None = None
     description: str = ""
     search: SearchSpec | None = None
+    reset: int | None = None  # seed the demo app with this many users first (loadlab/sweep/reset.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.search, dict):  # as run.json records it
@@ -194,8 +196,14 @@ class SweepSpec:
                 raise UserError(f"user_classes: {cls!r} is not a Python class name")
         if self.target is not None and self.target != "lab":
             parse_url(self.target, "target")
+        if self.reset is not None and (
+            isinstance(self.reset, bool) or not isinstance(self.reset, int) or not 0 <= self.reset <= MAX_SEED
+        ):
+            raise UserError(f"reset: the users to seed, a whole number 0..{MAX_SEED}; got {self.reset!r}")
         return self
 
+
+MAX_SEED = 10_000_000
 
 _SPEC_FIELDS = {
     "name",
@@ -210,6 +218,7 @@ _SPEC_FIELDS = {
     "locustfile",
     "workers",
     "search",
+    "reset",
 }
 
 

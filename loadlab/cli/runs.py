@@ -1,0 +1,73 @@
+"""`loadlab runs [FOLDER]`: the finished sweeps a results folder has indexed, oldest first; `--plot FIGURE`
+charts one figure of theirs over that history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from loadlab.cli.usage import OneLineCommand
+from loadlab.console import UserError, console
+
+PLOTTABLE = ("max_rps", "knee_users")
+
+
+@click.command(cls=OneLineCommand)
+@click.argument("folder", default="results", metavar="[FOLDER]")
+@click.option("--last", type=click.IntRange(min=1), help="Only the last N runs.")
+@click.option(
+    "--plot",
+    type=click.Choice(PLOTTABLE),
+    help="Chart this figure over the runs into FOLDER/runs_<figure>.png.",
+)
+def runs(folder: str, last: int | None, plot: str | None) -> None:
+    """The runs FOLDER/index.jsonl lists: id, when, git revision, target, steps, max rps, knee, verdict."""
+    from loadlab.sweep.history import read
+
+    history = read(Path(folder))
+    entries = history.entries[-last:] if last else history.entries
+    if not entries:
+        console.print(f"no finished run indexed in {history.index} yet", markup=False)
+        return
+    table = Table(title=f"runs in {folder}", title_justify="left")
+    for name in ("run", "finished", "revision", "target", "users", "max rps", "knee", "verdict", "baseline"):
+        table.add_column(name, overflow="fold")
+    for e in entries:
+        git = e.get("git") or {}
+        revision = (git.get("commit") or "-")[:10] + ("+" if git.get("dirty") else "")
+        baseline = (e.get("baseline") or {}).get("verdict") or "-"
+        users = ",".join(str(u) for u in e.get("users") or [])
+        table.add_row(
+            e["id"], str(e.get("finished_at", "-"))[:19], revision, str(e.get("target") or "-"), users,
+            str(e.get("max_rps", "-")), str(e.get("knee_users", "-")), str(e.get("verdict", "-")), baseline,
+        )  # fmt: skip
+    console.print(table)
+    if history.skipped:
+        skipped = f"{history.skipped} line(s) of {history.index} were not runs and were skipped"
+        console.print(skipped, markup=False)
+    if plot:
+        path = Path(folder) / f"runs_{plot}.png"
+        try:
+            _plot(entries, plot, path)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        console.print(f"plot: {path}", markup=False)
+
+
+def _plot(entries: list[dict], figure: str, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4), dpi=100)
+    ax = fig.subplots()
+    xs = list(range(len(entries)))
+    ys = [e.get(figure) if isinstance(e.get(figure), int | float) else float("nan") for e in entries]
+    ax.plot(xs, ys, marker="o")
+    ax.set_xticks(xs, [e["id"] for e in entries], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(figure.replace("_", " "))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{figure.replace('_', ' ')} over the runs", loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
