@@ -148,17 +148,20 @@ def test_runs_lists_the_indexed_history_and_charts_a_figure(tmp_path: Path):
         )
     with (tmp_path / history.INDEX).open("a") as f:
         f.write("{cut short\n")
+    # r2 resumed after it finished: indexed again, listed once, where it finished last
+    history.record(tmp_path / "r2", {}, {"steps": [{"users": 4}], "max_rps": 381.0, "verdict": "pass"})
     result = CliRunner().invoke(main, ["runs", str(tmp_path), "--plot", "max_rps"])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if " r1 " in line or " r2 " in line or " r3 " in line]
-    assert len(rows) == 3 and "420.0" in rows[2] and "abc1234" in rows[0], result.output
+    assert len(rows) == 3 and "abc1234" in rows[0], result.output
+    assert "420.0" in rows[1] and "381.0" in rows[2], result.output
     assert "1 line(s) of" in " ".join(result.output.split()) and "skipped" in result.output
     assert (tmp_path / "runs_max_rps.png").stat().st_size > 1000
     last = CliRunner().invoke(main, ["runs", str(tmp_path), "--last", "1"])
-    assert " r3 " in last.output and " r1 " not in last.output
+    assert " r2 " in last.output and " r1 " not in last.output
     # compare --last N: the last N runs of the index, the oldest of them first
     code, output = _compare("--last", "2", "--results", str(tmp_path), "--out", str(tmp_path / "cmp"))
-    assert code == 0 and "r3 against r2" in output, output
+    assert code == 0 and "r2 against r3" in output, output
     code, output = _compare("--last", "5", "--results", str(tmp_path / "nowhere"))
     assert code == 2 and "not a folder" in output, output
     missing = CliRunner().invoke(main, ["runs", str(tmp_path / "nowhere")])

@@ -90,4 +90,7 @@ def read(folder: Path) -> History:
             history.entries.append(item)
         else:
             history.skipped += 1
+    # A run resumed after it finished is indexed again: its latest line stands, where it finished last.
+    latest = {e.get("path", e["id"]): i for i, e in enumerate(history.entries)}
+    history.entries = [e for i, e in enumerate(history.entries) if latest[e.get("path", e["id"])] == i]
     return history
