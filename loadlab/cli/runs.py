@@ -31,18 +31,26 @@ def runs(folder: str, last: int | None, plot: str | None) -> None:
     if not entries:
         console.print(f"no finished run indexed in {history.index} yet", markup=False)
         return
-    table = Table(title=f"runs in {folder}", title_justify="left")
-    for name in ("run", "finished", "revision", "target", "users", "max rps", "knee", "verdict", "baseline"):
+    # Columns a reader compares; one target for every run is said once, above the table.
+    targets = {str(e.get("target") or "-") for e in entries}
+    gated = any(e.get("baseline") for e in entries)
+    title = f"runs in {folder}" + (f" (target {targets.pop()})" if len(targets) == 1 else "")
+    table = Table(title=title, title_justify="left")
+    names = ["run", "finished", "revision", *(["target"] if len(targets) > 1 else []), "users", "max rps"]
+    names += ["knee", "verdict", *(["gate"] if gated else [])]
+    for name in names:
         table.add_column(name, overflow="fold")
     for e in entries:
         git = e.get("git") or {}
-        revision = (git.get("commit") or "-")[:10] + ("+" if git.get("dirty") else "")
-        baseline = (e.get("baseline") or {}).get("verdict") or "-"
-        users = ",".join(str(u) for u in e.get("users") or [])
-        table.add_row(
-            e["id"], str(e.get("finished_at", "-"))[:19], revision, str(e.get("target") or "-"), users,
-            str(e.get("max_rps", "-")), str(e.get("knee_users", "-")), str(e.get("verdict", "-")), baseline,
-        )  # fmt: skip
+        row = [e["id"], str(e.get("finished_at", "-"))[:16].replace("T", " "),
+               (git.get("commit") or "-")[:7] + ("+" if git.get("dirty") else "")]  # fmt: skip
+        if len(targets) > 1:
+            row.append(str(e.get("target") or "-"))
+        row += [",".join(str(u) for u in e.get("users") or []), str(e.get("max_rps", "-"))]
+        row += [str(e.get("knee_users", "-")), str(e.get("verdict", "-"))]
+        if gated:
+            row.append((e.get("baseline") or {}).get("verdict") or "-")
+        table.add_row(*row)
     console.print(table)
     if history.skipped:
         skipped = f"{history.skipped} line(s) of {history.index} were not runs and were skipped"
