@@ -41,6 +41,14 @@ def finite_number(
     return number
 
 
+def target_port(url: str) -> int:
+    """The TCP port a target URL talks to (its scheme's own where it names none)."""
+    parts = urlsplit(url)
+    if parts.port:
+        return parts.port
+    return 443 if parts.scheme == "https" else 80
+
+
 def parse_share(text: Any, where: str) -> float:
     """A share of something, as 5% or 0.05: a number from 0 to 1."""
     value = str(text).strip()

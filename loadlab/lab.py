@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadlab.console import UserError
-from loadlab.inputs import parse_url
+from loadlab.inputs import parse_url, target_port
 
 GROUPS = ("lb", "app", "postgres", "redis", "loadgen", "monitor", "external")
 """Every group a lab inventory may have (inventory/local.yml, inventory/multihost.example.yml,
@@ -301,9 +301,9 @@ class Lab:
             add("redis", "redis", host, "redis_port")
         target = self.external_host
         if target is not None:
-            url = urlsplit(self.external_target_url or "")
-            port = url.port or (443 if url.scheme == "https" else 80)
-            found.append(Service("target", "external", target, f"{url.hostname}:{port}"))
+            url = self.external_target_url or ""
+            address = f"{urlsplit(url).hostname}:{target_port(url)}"
+            found.append(Service("target", "external", target, address))
         add("locust-master", "locust_web", self.locust_master, "locust_web_port", loopback=True)
         add("locust-metrics", "locust_metrics", self.locust_master, "locust_metrics_port")
         for host in self.hosts.values():

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadlab.console import UserError
+from loadlab.inputs import target_port
 from loadlab.lab import Lab
 from loadlab.remote import is_this_machine
 from loadlab.sweep.resources import is_local_address
@@ -59,13 +60,10 @@ class LabView:
     def names_target(self, url: str) -> bool:
         """True when `url` is a lab target named by the inventory: an lb host's nginx, one app instance, or
         the external_target_url of a service of yours (address and port)."""
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        wanted = _addresses(parts.hostname or "")
+        port, wanted = target_port(url), _addresses(urlsplit(url).hostname or "")
         named = [*self.nginx, *self.apps]
         if self.external_url:
-            ext = urlsplit(self.external_url)
-            named.append((ext.hostname or "", ext.port or (443 if ext.scheme == "https" else 80)))
+            named.append((urlsplit(self.external_url).hostname or "", target_port(self.external_url)))
         return any(port == p and wanted & _addresses(a) for a, p in named)
 
     def local_ports(self) -> dict[int, str]:

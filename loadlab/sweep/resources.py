@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadlab.exporters.sockets import read_listen_overflows, sample_sockets
+from loadlab.inputs import target_port  # noqa: F401 (imported from here)
 from loadlab.sweep.resource_model import (
     LOADGEN,
     ComponentTrack,
@@ -39,14 +39,6 @@ if TYPE_CHECKING:
 SAMPLE_INTERVAL = 1.0
 # Prometheus needs a few scrapes inside the window for rate(); shorter windows are sampled in-process.
 PROMETHEUS_MIN_SCRAPES = 3
-
-
-def target_port(url: str) -> int:
-    """The TCP port a target URL talks to."""
-    parts = urlsplit(url)
-    if parts.port:
-        return parts.port
-    return 443 if parts.scheme == "https" else 80
 
 
 def is_local_address(host: str) -> bool:
@@ -432,6 +424,17 @@ def _host_filter(hosts: Iterable[str] | None) -> str:
     return f'host=~"{"|".join(re.escape(h) for h in names)}"' if names else ""
 
 
+def _group_cpu(w: str) -> str:
+    """Cores each process group used, per host, as a rate over range `w`."""
+    return f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total[{w}]))"
+
+
+def _host_busy(w: str) -> str:
+    """Each host's busy share of its cores (not idle, not waiting for I/O), as a rate over range `w`."""
+    cpu = "loadlab_host_cpu_seconds_total"
+    return f'1 - sum by (host) (rate({cpu}{{mode=~"idle|iowait"}}[{w}])) / sum by (host) (rate({cpu}[{w}]))'
+
+
 def _matchers(*parts: str) -> str:
     return ", ".join(p for p in parts if p)
 
@@ -518,9 +521,7 @@ class PrometheusWindow:
         """Figures for [start, end] (unix seconds), host by host."""
         w = f"{max(1, round(end - start))}s"
         model = Resources("prometheus", end - start)
-        groups = self._by(
-            f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total[{w}]))", end, ("host", "group")
-        )
+        groups = self._by(_group_cpu(w), end, ("host", "group"))
         runnable = self._by(
             f"sum by (host, group) (rate(loadlab_process_runnable_seconds_total[{w}]))",
             end,
@@ -554,14 +555,8 @@ class PrometheusWindow:
             for (worker,), cores in ratios.items():
                 where, _, suffix = worker.rpartition("_")
                 model.add_process(where or "unknown", f"locust-worker-{suffix[:8]}", cores, source="locust")
-        cpu = "loadlab_host_cpu_seconds_total"
         host_rows = {
-            "cpu": self._by(
-                f'1 - sum by (host) (rate({cpu}{{mode=~"idle|iowait"}}[{w}])) '
-                f"/ sum by (host) (rate({cpu}[{w}]))",
-                end,
-                ("host",),
-            ),
+            "cpu": self._by(_host_busy(w), end, ("host",)),
             "cores": self._by("max by (host) (loadlab_host_cpus)", end, ("host",)),
             "memory_total_bytes": self._by("max by (host) (loadlab_host_memory_total_bytes)", end, ("host",)),
             "memory_used_bytes": self._by(
@@ -638,18 +633,8 @@ class PrometheusWindow:
         value per scrape interval (a rate over two scrapes), for the step's samples; None when Prometheus
         has none."""
         step = self.scrape_interval
-        rate = f"[{2 * step:g}s]"
-        queries = {
-            "processes": (
-                f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total{rate}))",
-                ("host", "group"),
-            ),
-            "hosts": (
-                f'1 - sum by (host) (rate(loadlab_host_cpu_seconds_total{{mode=~"idle|iowait"}}{rate})) '
-                f"/ sum by (host) (rate(loadlab_host_cpu_seconds_total{rate}))",
-                ("host",),
-            ),
-        }
+        rate = f"{2 * step:g}s"
+        queries = {"processes": (_group_cpu(rate), ("host", "group")), "hosts": (_host_busy(rate), ("host",))}
         times = [round(start + step * (k + 1), 3) for k in range(int((end - start) // step))]
         if not times:
             return None

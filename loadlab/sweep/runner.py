@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import psutil
 
 from loadlab.console import UserError
@@ -568,8 +567,7 @@ class SweepRunner:
             and self.prometheus is not None
             and step["resources"].get("source") == "prometheus"
         ):
-            with contextlib.suppress(httpx.HTTPError):
-                reports["resources"] = self.prometheus.series(t0_wall, t1_wall)
+            reports["resources"] = self.prometheus.series(t0_wall, t1_wall)
         if reports is not None:
             samples.write(self.run_dir.path, index, reports)
             step["samples"] = samples.path_of(Path("."), index).as_posix()
