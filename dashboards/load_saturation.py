@@ -43,6 +43,50 @@ def _load_row() -> Row:
     )
 
 
+def _open_row() -> Row:
+    """The open model (`loadlab sweep --rate`): arrivals held at a rate, and what became of them."""
+    return Row(
+        "Arrivals (open model)",
+        (
+            Panel(
+                "Arrivals per second: intended, sent, done",
+                (
+                    Target(q.open_rate(), "intended"),
+                    Target(q.arrivals_per_second("sent"), "sent"),
+                    Target(q.arrivals_per_second("done"), "done"),
+                    Target(q.arrivals_per_second("late"), "late"),
+                ),
+                REQUESTS_PER_SECOND,
+                "The rate the open model holds (0 while users run the closed model), the task iterations "
+                "started and ended. Sent below intended: the generator is behind; done below sent: the "
+                "target is.",
+                width=8,
+            ),
+            Panel(
+                "Backlog",
+                (Target(q.backlog(), "backlog"),),
+                SHORT,
+                "Arrivals due and not yet answered: waiting for a free user, or in flight. Growing: the "
+                "stack does not keep up with the rate.",
+                width=8,
+                decimals=0,
+            ),
+            Panel(
+                "Latency from intended start",
+                tuple(
+                    Target(q.intended_latency_quantile(quantile), legend)
+                    for quantile, legend in panels.QUANTILES
+                ),
+                SECONDS,
+                "Each request's latency from when its arrival was due (send-to-answer plus how late it "
+                "started): a stall shows here even when few requests were sent during it. Without a rate "
+                "held, Locust's send-to-answer latency.",
+                width=8,
+            ),
+        ),
+    )
+
+
 def _cpu_row() -> Row:
     return Row(
         "CPU: target vs generator",
@@ -200,5 +244,5 @@ def build() -> Dashboard:
         UID,
         "loadlab / Load vs saturation",
         "Locust's load and results on the same time axis as CPU and connections on both sides.",
-        [_load_row(), _cpu_row(), _connections_row(), _app_row()],
+        [_load_row(), _open_row(), _cpu_row(), _connections_row(), _app_row()],
     )

@@ -69,6 +69,31 @@ def latency_quantile(q: float, window: str = RATE) -> str:
     )
 
 
+def open_rate() -> str:
+    """The arrival rate the open model holds now (0 while the closed model runs)."""
+    return f"sum(loadlab_locust_open_rate{{{HOST}}})"
+
+
+def arrivals_per_second(outcome: str, window: str = RATE) -> str:
+    """Open model: arrivals per second by outcome (due, sent, done, late)."""
+    return f'sum(rate(loadlab_locust_arrivals_total{{{HOST}, outcome="{outcome}"}}[{window}]))'
+
+
+def backlog() -> str:
+    """Open model: arrivals due and not yet answered (waiting for a free user, or in flight)."""
+    return f"sum(loadlab_locust_backlog{{{HOST}}})"
+
+
+def intended_latency_quantile(q: float, window: str = RATE) -> str:
+    """Latency from each request's intended start (open model: send-to-answer plus its lateness). Where no
+    rate is held there is no intended start, and the quantile is Locust's send-to-answer one."""
+    intended = (
+        f"histogram_quantile({q}, sum by (le) "
+        f"(rate(loadlab_locust_intended_latency_seconds_bucket{{{HOST}}}[{window}])))"
+    )
+    return f"({intended} >= 0) or {latency_quantile(q, window)}"
+
+
 def _role_matcher(roles: Sequence[str]) -> str:
     return f'role="{roles[0]}"' if len(roles) == 1 else f'role=~"{"|".join(roles)}"'
 

@@ -34,6 +34,8 @@ from locust.runners import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from loadlab.exporters import locust_open
+
 DEFAULT_PORT = 9466
 DEFAULT_HOST = "127.0.0.1"
 RUNNER_STATES = (
@@ -168,11 +170,43 @@ class LocustCollector:
         yield requests
         yield failures
         yield latency
+        yield from _open_metrics()
         yield GaugeMetricFamily(
             "loadlab_locust_current_rps",
             "Requests per second over the last seconds, all endpoints (Locust's current RPS).",
             value=float(stats.total.current_rps),
         )
+
+
+def _open_metrics() -> Iterator[Metric]:
+    """The open model's figures (locust_open.py): the rate held, what became of the arrivals, the backlog
+    and the latency from each request's intended start; all zero in the closed model."""
+    state = locust_open.OPEN
+    yield GaugeMetricFamily(
+        "loadlab_locust_open_rate",
+        "Intended arrivals per second held by the workers (0: the closed model).",
+        value=state.rate,
+    )
+    arrivals = CounterMetricFamily(
+        "loadlab_locust_arrivals_total",
+        "Open model: arrivals due, task iterations sent (started), done (ended) and late, all workers.",
+        labels=["outcome"],
+    )
+    for outcome in ("due", "sent", "done", "late"):
+        arrivals.add_metric([outcome], state.totals[outcome])
+    yield arrivals
+    yield GaugeMetricFamily(
+        "loadlab_locust_backlog",
+        "Open model: arrivals due and not yet answered (waiting for a free user, or in flight), all workers.",
+        value=sum(state.waiting.values()) + sum(state.in_flight.values()),
+    )
+    intended = HistogramMetricFamily(
+        "loadlab_locust_intended_latency_seconds",
+        "Open model: each request's latency from its intended start (send-to-answer plus its lateness).",
+    )
+    total_ms = sum(ms * n for ms, n in state.intended.items())
+    intended.add_metric([], histogram_buckets(state.intended), total_ms / 1000)
+    yield intended
 
 
 @events.init_command_line_parser.add_listener
@@ -211,17 +245,21 @@ class _Reports:
         self.reset_at = time.time()
         self.items.clear()
 
-    def add(self, worker: str, total: dict[str, Any]) -> None:
+    def add(self, worker: str, data: dict[str, Any]) -> None:
+        total = data.get("stats_total") or {}
         times = total.get("response_times") or {}
-        self.items.append(
-            {
-                "time": time.time(),
-                "worker": worker,
-                "requests": int(total.get("num_requests") or 0),
-                "failures": int(total.get("num_failures") or 0),
-                "response_times": {str(ms): n for ms, n in sorted(times.items())},
-            }
-        )
+        item = {
+            "time": time.time(),
+            "worker": worker,
+            "requests": int(total.get("num_requests") or 0),
+            "failures": int(total.get("num_failures") or 0),
+            "response_times": {str(ms): n for ms, n in sorted(times.items())},
+        }
+        opened = data.get("loadlab_open")
+        if isinstance(opened, dict):  # the worker holds an arrival rate (locust_open.py)
+            item["open"] = opened
+            locust_open.OPEN.add(worker, opened)
+        self.items.append(item)
 
 
 _REPORTS = _Reports()
@@ -237,7 +275,7 @@ def _reports(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any)
     if not isinstance(runner, MasterRunner) or web_ui is None:
         return
     environment.events.worker_report.add_listener(
-        lambda client_id, data, **_: _REPORTS.add(str(client_id), data.get("stats_total") or {})
+        lambda client_id, data, **_: _REPORTS.add(str(client_id), data)
     )
     environment.events.reset_stats.add_listener(lambda **_: _REPORTS.reset())
 
@@ -250,6 +288,7 @@ def _reports(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any)
                 "reset_at": _REPORTS.reset_at,
                 "report_interval_s": REPORT_INTERVAL,
                 "reports": list(_REPORTS.items),
+                "open": locust_open.OPEN.as_json(),
             }
         )
 

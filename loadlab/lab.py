@@ -274,6 +274,16 @@ class Lab:
             return Path(configured)
         return self.inventory.resolve().parent.parent / "secrets"
 
+    @property
+    def compose_file(self) -> Path | None:
+        """The Compose twin's compose.yml where the inventory describes the twin (`loadlab_compose_file`,
+        relative to the project folder: inventory/compose.yml), else None."""
+        value = next(iter(self.hosts.values())).vars.get("loadlab_compose_file")
+        if not value or _is_template(value):
+            return None
+        path = Path(str(value))
+        return path if path.is_absolute() else self.inventory.resolve().parent.parent / path
+
     def secret(self, name: str) -> str:
         """A generated password (secrets/<name>); missing means the lab was never brought up from here."""
         path = self.secrets_dir / name
@@ -310,6 +320,11 @@ class Lab:
             add("exporter", "exporter", host, "exporter_port")
         for host in self.group("monitor"):
             add("prometheus", "prometheus", host, "prometheus_port")
+        if self.compose_file is not None:  # the Compose twin: its containers, not a supervisord
+            engine = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            host = next(iter(self.hosts.values()))
+            found.append(Service("containers", "compose", host, engine, loopback_only=True))
+            return found
         for host in self.hosts.values():
             sock = f"{host.var('loadlab_run_dir')}/supervisor.sock"
             found.append(Service("supervisor", "supervisor", host, sock, loopback_only=True))

@@ -144,6 +144,26 @@ for name, text in {
 }.items():
     case(f"sweep locustfile {name}", ["sweep", *OK[:2], "-f", "{d}/lf.py", *OK[4:], "--out", "{d}/run"],
          "lf.py", {"lf.py": text})  # fmt: skip
+# -- the open model -------------------------------------------------------------------------------------
+OPEN = [*OK[:-2], "--rate"]
+for value in ["0", "-5", "nan", "inf", "ten", "100,,200", "", "2e6"]:
+    case(f"sweep --rate {value!r}", ["sweep", *OPEN, value], "--rate")
+case("sweep --rate and --users", ["sweep", *OK, "--rate", "100"], "give one")
+case("sweep --arrivals without --rate", ["sweep", *OK, "--arrivals", "poisson"], "--rate")
+case("sweep --arrivals unknown", ["sweep", *OPEN, "100", "--arrivals", "bursty"], "--arrivals")
+case("sweep --rate --max-users zero", ["sweep", *OPEN, "100", "--max-users", "0"], "--max-users")
+case("sweep --rate --resolution", ["sweep", *OPEN, "100", "--resolution", "5%"], "--users auto")
+for name, text in {
+    "rates zero": "rates: [0]\n",
+    "rates text": "rates: fast\n",
+    "rates and users": "rates: [10]\nusers: [10]\n",
+    "rates empty": "rates: []\n",
+    "rates arrivals unknown": "rates: [10]\narrivals: bursty\n",
+    "rates max_users zero": "rates: [10]\nmax_users: 0\n",
+    "rates max_users text": "rates: [10]\nmax_users: many\n",
+    "users with max_users": "users: [10]\nmax_users: 10\n",
+}.items():
+    case(f"spec {name}", ["sweep", "--spec", "{d}/spec.yml"], "spec.yml", {"spec.yml": text})
 case("sweep --reset of a target elsewhere", ["sweep", *OK, "--reset", "100"], "for sweeps of the lab")
 case("sweep --max-regression alone", ["sweep", *OK, "--max-regression", "5%"], "needs --baseline")
 PARTS = {"a file": "{d}/file", "run.json": "{d}/r1", "steps.jsonl": "{d}/r2", "summary.json": "{d}/r3",

@@ -227,3 +227,27 @@ def test_the_sweep_playbook_runs_a_spec_on_the_loadgen_host_and_fetches_the_run(
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["verdict"] == "pass" and [s["users"] for s in summary["steps"]] == [3]
     assert (folder / "report.html").is_file() and (folder / "run.json").is_file()
+
+
+def test_an_open_lab_sweep_holds_its_rate_on_the_labs_locust_and_hands_the_closed_model_back(
+    lab: LabSession, tmp_path: Path
+):
+    """`--rate` in the lab: the lab's own master and workers hold the arrivals (their plugin), and the
+    master is back in the closed model afterwards."""
+    out = tmp_path / "open"
+    result = CliRunner().invoke(
+        main, ["sweep", "--rate", "60", "--step-time", "6s", "--warmup", "2s", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "open"
+    (step,) = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert step["rate"] == 60
+    assert step["diagnosis"] == ["ok"], step["diagnosis_evidence"]
+    assert step["sent"] >= 0.98 * step["intended"] > 0
+    assert step["dropped"] <= 0.02 * step["intended"]
+    assert step["p50_ms"] >= step["response_p50_ms"]
+    kept = json.loads((out / step["samples"]).read_text())
+    assert kept["open"]["rate"] == 60 and all("open" in r for r in kept["reports"])
+    master = lab.lab.locust_web_url
+    assert httpx.get(f"{master}/loadlab/reports", timeout=5).json()["open"]["rate"] == 0

@@ -355,3 +355,82 @@ def test_sampler_fills_the_same_model_keyed_with_this_machines_name() -> None:
 
 def test_sampler_without_a_name_uses_the_hostname() -> None:
     assert Sampler(1, locust=dict, target=dict).host == socket.gethostname()
+
+
+@pytest.mark.timeout(60)
+def test_sampler_series_gives_cpu_per_interval_in_the_shape_compare_reads(tmp_path: Path) -> None:
+    """The window sample by sample, as PrometheusWindow.series gives it: a busy target's CPU near one core
+    in every interval, an idle generator's near none, a group seen only from the third sample on without a
+    value before; and `loadlab compare` reads the target's and the generator's CPU from it."""
+    from loadlab.sweep import samples
+    from loadlab.sweep.compare import Run, compare
+    from loadlab.sweep.compare_stats import NO_DIFFERENCE
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"], stdout=subprocess.PIPE
+    )
+    assert idle.stdout is not None and idle.stdout.readline()  # its start-up spent, it sleeps
+    calls = []
+
+    def late() -> dict[str, list[psutil.Process]]:
+        calls.append(1)
+        return {"redis": [psutil.Process(idle.pid)]} if len(calls) >= 3 else {}
+
+    interval = 0.25
+    try:
+        sampler = Sampler(
+            free_port(),
+            locust=lambda: {"worker-1": psutil.Process(idle.pid)},
+            target=lambda: {"target-8080": [psutil.Process(busy.pid)]},
+            others=late,
+            interval=interval,
+            host="lab-host-1",
+        )
+        assert sampler.series() is None  # no window yet
+        sampler.start()
+        time.sleep(2.6)
+        res = sampler.stop()
+        series = sampler.series()
+    finally:
+        terminate(busy, idle)
+    assert series is not None and series["source"] == "sampled" and series["interval_s"] == interval
+    t = series["t"]
+    # On the schedule from the window's start (a slow sample does not push the next ones later); the last
+    # interval may be the one the window's close ended, never one shorter than half an interval.
+    assert 5 <= len(t) <= 11, t
+    assert all(abs(end / interval - round(end / interval)) < 0.4 for end in t[:-1]), t
+    assert all(b - a >= interval / 2 for a, b in zip([0.0, *t], t, strict=False)), t
+    assert t[-1] <= res["seconds"] + 0.01, (t, res["seconds"])
+    # The same groups, keyed as in the step's resources, one value per interval.
+    assert set(series["processes"]) == set(res["processes"]) == {
+        "lab-host-1/locust-worker-1", "lab-host-1/target-8080", "lab-host-1/redis"
+    }  # fmt: skip
+    assert all(len(v) == len(t) for v in series["processes"].values())
+    target = series["processes"]["lab-host-1/target-8080"]
+    assert all(0.2 < v <= 1.05 for v in target), target  # a spinning process, on a machine others share
+    assert sum(target) / len(target) == pytest.approx(
+        res["processes"]["lab-host-1/target-8080"]["cpu"], abs=0.1
+    )
+    assert all(v < 0.05 for v in series["processes"]["lab-host-1/locust-worker-1"])
+    redis = series["processes"]["lab-host-1/redis"]
+    assert redis[:2] == [None, None] and all(v is not None and v < 0.05 for v in redis[2:]), redis
+    assert set(series["hosts"]) == {"lab-host-1"} and len(series["hosts"]["lab-host-1"]) == len(t)
+    assert all(0.0 <= v <= 1.0 for v in series["hosts"]["lab-host-1"])
+
+    # compare reads it as it reads Prometheus's: the target's and the generator's CPU per interval.
+    reports = [
+        {"time": 100.0 + s, "worker": "w1", "requests": 10, "failures": 0, "response_times": {"5": 10}}
+        for s in range(1, 4)
+    ]
+    answer = {"reset_at": 100.0, "now": 103.0, "report_interval_s": 1.0, "reports": reports}
+    data = {**samples.from_master(answer), "resources": series}
+    samples.write(tmp_path, 0, data)
+    step = {"index": 0, "users": 4, "resources": res}
+    run = Run(path=tmp_path, run={}, summary={}, steps=[step])
+    figures = run.series(step)
+    assert figures is not None
+    assert figures["target_cpu"] == target
+    assert figures["loadgen_cpu"] == series["processes"]["lab-host-1/locust-worker-1"]
+    rows = {r["figure"]: r for r in compare(run, run)["rows"]}
+    assert rows["target_cpu"]["n_a"] == len(t) and rows["target_cpu"]["verdict"] == NO_DIFFERENCE

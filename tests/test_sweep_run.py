@@ -9,13 +9,16 @@ generator and the targets share this machine's two cores.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -36,12 +39,12 @@ STEP = ["--step-time", "6s", "--warmup", "2s", "--spawn-rate", "50"]
 class Target:
     """tests/sweep_target.py in a subprocess."""
 
-    def __init__(self, slots: int, hold: float) -> None:
+    def __init__(self, slots: int, hold: float, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "tests" / "sweep_target.py"), "--port", str(self.port),
-             "--slots", str(slots), "--hold", str(hold)],
+             "--slots", str(slots), "--hold", str(hold), *extra],
         )  # fmt: skip
         wait_port(self.port)
 
@@ -186,6 +189,92 @@ def test_compare_calls_a_30_percent_slower_target_slower_and_the_same_target_the
         (r["users"], r["figure"], r["change"], r["verdict"]) for r in same["rows"]
     ]
     assert (tmp_path / "cmp" / "compare.html").is_file()
+
+
+REPEATS = 8  # steps of one sweep at the same user count: 28 pairs, 4 disjoint ones at a time
+ALPHA = 0.05  # `loadlab compare`'s default, with its default tolerance (2%)
+RISK = 0.01  # the chance that a method which keeps its claim fails this test anyway
+
+
+def chernoff_allowance(p: float, independent: int, risk: float) -> float:
+    """The share that a mean of `independent` independent values in [0, 1], each with mean at most p,
+    exceeds with probability at most `risk`: the c > p where exp(-independent * KL(c || p)) = risk, KL the
+    relative entropy of Bernoulli(c) to Bernoulli(p) (the Chernoff bound of the binomial, which Hoeffding
+    1963, Theorem 1, shows for any values in [0, 1]). 1.0 where no share below 1 is that unlikely."""
+
+    def excess(c: float) -> float:
+        kl = c * math.log(c / p) + ((1 - c) * math.log((1 - c) / (1 - p)) if c < 1 else 0.0)
+        return independent * kl - math.log(1 / risk)
+
+    if excess(1.0) <= 0:
+        return 1.0
+    lo, hi = p, 1.0
+    for _ in range(60):  # bisection: KL(c || p) grows with c above p
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if excess(mid) > 0 else (mid, hi)
+    return hi
+
+
+@pytest.mark.timeout(240)
+def test_repeated_steps_of_one_target_are_seldom_called_different(
+    capacity_target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The false-alarm rate on real runs: one sweep holds the same 16 users on one target for REPEATS steps,
+    and every pair of its steps is compared as `loadlab compare` compares two runs' steps (compare() on two
+    one-step views of the run: every figure that has samples, Holm over them, alpha 0.05, tolerance 2%).
+    Nothing differs between the steps, so every figure called a real difference is a false alarm.
+
+    The method claims that a comparison calls any of its figures different by luck with a chance of at most
+    alpha (Holm's family-wise bound), so each figure at most alpha too: the share of pairs with an alarm
+    and the share of figures called should stay near alpha or under. The 28 pairs are not independent:
+    pairs that share a step share its luck, and one unusual step can put an alarm in all 7 of its pairs.
+    So the allowance counts only 4 independent comparisons, the disjoint pairs: the 28 pairs are 7 rounds
+    of 4 disjoint pairs (a round-robin), the share over all of them is the mean of the rounds' shares, and
+    since exp is convex that mean obeys every Chernoff bound one round, a mean of 4 independent comparisons,
+    obeys (Hoeffding 1963, section 5). That assumes the steps' noise independent from step to step (each
+    window follows a ramp and a warm-up; the per-second figures' autocorrelation lasts a few seconds); a
+    drift that moves every later step is a real change, which the tolerance keeps quiet while it is small.
+    With 4 independent comparisons the allowance is wide (60% at 1% risk): this catches a method that calls
+    its noise real, not one a few points off alpha, whose exact rate tests/test_compare_stats.py checks on
+    300 independent synthetic pairs. The measured shares are printed in the log."""
+    from loadlab.sweep.compare import compare, load_run
+
+    out = tmp_path / "run"
+    code, output = run_sweep(
+        "--host", capacity_target.url, "-f", str(LOCUSTFILES / "closed_loop.py"), "--allow-any-host",
+        "--users", ",".join(["16"] * REPEATS), "--step-time", "6s", "--warmup", "1s", "--spawn-rate", "50",
+        "--workers", "1", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    run = load_run(out)
+    assert [s["users"] for s in run.steps] == [16] * REPEATS
+    pairs = list(itertools.combinations(run.steps, 2))
+    judged: dict[str, int] = {}
+    called: list[tuple[int, int, str, float | None, str]] = []
+    pair_shares, pairs_called = [], 0
+    for a, b in pairs:
+        result = compare(replace(run, steps=[a]), replace(run, steps=[b]), alpha=ALPHA)
+        rows = [r for r in result["rows"] if r["p_value"] is not None]  # CPU needs samples of it
+        assert {"rps", "p50_ms", "p95_ms", "p99_ms", "fail_ratio"} <= {r["figure"] for r in rows}, result
+        alarms = [r for r in rows if r["verdict"] != "no real difference"]
+        for r in rows:
+            judged[r["figure"]] = judged.get(r["figure"], 0) + 1
+        called += [(a["index"] + 1, b["index"] + 1, r["figure"], r["change"], r["verdict"]) for r in alarms]
+        pair_shares.append(len(alarms) / len(rows))
+        pairs_called += bool(alarms)
+    figure_share = sum(pair_shares) / len(pairs)
+    pair_share = pairs_called / len(pairs)
+    allowance = chernoff_allowance(ALPHA, REPEATS // 2, RISK)
+    with capsys.disabled():  # in the log of every run, passed or not
+        print(
+            f"\nfalse alarms over {len(pairs)} pairs of {REPEATS} repeated 16-user steps: "
+            f"{len(called)} of {sum(judged.values())} figures judged ({figure_share:.1%}), "
+            f"{pairs_called} of {len(pairs)} pairs with any ({pair_share:.1%}); alpha {ALPHA:.0%}, "
+            f"allowance {allowance:.1%} (Chernoff bound for {REPEATS // 2} independent pairs, "
+            f"risk {RISK:.0%}); figures judged: {judged}; called: {called or 'none'}"
+        )
+    assert figure_share <= allowance, called
+    assert pair_share <= allowance, called
 
 
 def test_each_step_has_window_figures_and_resources(capacity_run: dict) -> None:

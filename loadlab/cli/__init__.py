@@ -20,6 +20,7 @@ _COMMANDS = {
     "calibrate": "loadlab.cli.calibrate",
     "compare": "loadlab.cli.compare",
     "runs": "loadlab.cli.runs",
+    "compose": "loadlab.cli.compose",
 }
 
 

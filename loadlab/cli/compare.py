@@ -43,17 +43,23 @@ def _change(row: dict[str, Any]) -> str:
 
 def render(result: dict[str, Any]) -> Table:
     table = Table(title=f"{Path(result['b']).name} against {Path(result['a']).name}", title_justify="left")
-    for name in ("users", "figure", "A", "B", "change [95% interval]", "verdict"):
+    rates = any(row.get("rate") is not None for row in result["rows"])
+    for name in ("rate" if rates else "users", "figure", "A", "B", "change [95% interval]", "verdict"):
         table.add_column(name, overflow="fold")
     for row in result["rows"]:
         verdict = row["verdict"]
         color = {"slower": "red", "more failures": "red", "faster": "green", "fewer failures": "green"}
         shown = f"[{color[verdict]}]{verdict}[/]" if verdict in color else verdict
         table.add_row(
-            str(row["users"]), row["figure"], _fmt(row["a"], row["figure"]), _fmt(row["b"], row["figure"]),
+            _load(row), row["figure"], _fmt(row["a"], row["figure"]), _fmt(row["b"], row["figure"]),
             _change(row), shown,
         )  # fmt: skip
     return table
+
+
+def _load(row: dict[str, Any]) -> str:
+    """A step's load: its rate (an open run's) or its users."""
+    return f"{row['rate']:g}/s" if row.get("rate") is not None else f"{row['users']} users"
 
 
 def _curve_lines(result: dict[str, Any]) -> list[str]:
@@ -63,12 +69,16 @@ def _curve_lines(result: dict[str, Any]) -> list[str]:
         ("max_rps", "max rps"),
         ("knee_users", "knee (users)"),
         ("usl_peak_users", "USL peak"),
+        ("knee_rate", "knee (rate)"),
+        ("saturation_rate", "fell behind at (rate)"),
     ):
+        if key not in c:
+            continue
         a, b = c[key]
         if a is not None or b is not None:
             lines.append(f"{label}: {'-' if a is None else f'{a:g}'} -> {'-' if b is None else f'{b:g}'}")
     for d in c["diagnosis_changes"]:
-        lines.append(f"{d['users']} users: diagnosis {','.join(d['a']) or '-'} -> {','.join(d['b']) or '-'}")
+        lines.append(f"{_load(d)}: diagnosis {','.join(d['a']) or '-'} -> {','.join(d['b']) or '-'}")
     return lines
 
 

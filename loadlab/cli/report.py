@@ -16,7 +16,8 @@ from loadlab.console import UserError, console
     "--panels/--no-panels", default=True, help="Render the lab dashboards' panels from Prometheus too."
 )
 def report(run_dir: str, panels: bool) -> None:
-    """Write RUN_DIR/report.html with throughput, CPU and socket plots and the capacity table."""
+    """Write RUN_DIR/report.html with throughput, CPU and socket plots and the capacity table (an open
+    run's against the intended rate, with latency from intended start and the dropped and late arrivals)."""
     from loadlab.sweep.report import write_report
 
     try:

@@ -11,7 +11,7 @@ from rich.table import Table
 from loadlab.cli.usage import OneLineCommand
 from loadlab.console import UserError, console
 
-PLOTTABLE = ("max_rps", "knee_users")
+PLOTTABLE = ("max_rps", "knee_users", "knee_rate", "saturation_rate")
 
 
 @click.command(cls=OneLineCommand)
@@ -23,7 +23,8 @@ PLOTTABLE = ("max_rps", "knee_users")
     help="Chart this figure over the runs into FOLDER/runs_<figure>.png.",
 )
 def runs(folder: str, last: int | None, plot: str | None) -> None:
-    """The runs FOLDER/index.jsonl lists: id, when, git revision, target, steps, max rps, knee, verdict."""
+    """The runs FOLDER/index.jsonl lists: id, when, git revision, target, steps, max rps, knee, verdict.
+    An open run's steps are its intended rates (100,200/s) and its knee the last rate that kept up."""
     from loadlab.sweep.history import read
 
     history = read(Path(folder))
@@ -36,7 +37,9 @@ def runs(folder: str, last: int | None, plot: str | None) -> None:
     gated = any(e.get("baseline") for e in entries)
     title = f"runs in {folder}" + (f" (target {targets.pop()})" if len(targets) == 1 else "")
     table = Table(title=title, title_justify="left")
-    names = ["run", "finished", "revision", *(["target"] if len(targets) > 1 else []), "users", "max rps"]
+    opened = any(e.get("model") == "open" for e in entries)
+    steps = "steps" if opened else "users"
+    names = ["run", "finished", "revision", *(["target"] if len(targets) > 1 else []), steps, "max rps"]
     names += ["knee", "verdict", *(["gate"] if gated else [])]
     for name in names:
         table.add_column(name, overflow="fold")
@@ -46,8 +49,8 @@ def runs(folder: str, last: int | None, plot: str | None) -> None:
                (git.get("commit") or "-")[:7] + ("+" if git.get("dirty") else "")]  # fmt: skip
         if len(targets) > 1:
             row.append(str(e.get("target") or "-"))
-        row += [",".join(str(u) for u in e.get("users") or []), str(e.get("max_rps", "-"))]
-        row += [str(e.get("knee_users", "-")), str(e.get("verdict", "-"))]
+        row += [_steps(e, opened), str(e.get("max_rps", "-"))]
+        row += [_knee(e), str(e.get("verdict", "-"))]
         if gated:
             row.append((e.get("baseline") or {}).get("verdict") or "-")
         table.add_row(*row)
@@ -62,6 +65,25 @@ def runs(folder: str, last: int | None, plot: str | None) -> None:
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         console.print(f"plot: {path}", markup=False)
+
+
+def _steps(entry: dict, labelled: bool) -> str:
+    """The run's steps: its user counts ('2,4,8', '2,4,8 users' beside open runs) or rates ('100,200/s')."""
+    if entry.get("model") == "open":
+        return (
+            ",".join(f"{r:g}" if isinstance(r, int | float) else str(r) for r in entry.get("rates") or [])
+            + "/s"
+        )
+    users = ",".join(str(u) for u in entry.get("users") or [])
+    return f"{users} users" if labelled and users else users
+
+
+def _knee(entry: dict) -> str:
+    """The knee: users, or for an open run the last rate that kept up ('200/s')."""
+    if entry.get("model") == "open":
+        rate = entry.get("knee_rate")
+        return f"{rate:g}/s" if isinstance(rate, int | float) else "-"
+    return str(entry.get("knee_users", "-"))
 
 
 def _plot(entries: list[dict], figure: str, path: Path) -> None:

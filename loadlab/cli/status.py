@@ -204,15 +204,23 @@ def check_lab(lab: Lab) -> list[tuple[Service, Health]]:
     """
     services = lab.services()
     with RemoteHosts(lab) as remotes, ThreadPoolExecutor(max_workers=16) as pool:
-        hosts = list(lab.hosts.values())
-        programs = dict(
-            zip(lab.hosts, pool.map(lambda h: supervisor_programs(remotes[h]), hosts), strict=True)
-        )
-        expected_workers = _expected_workers(lab, programs)
+        compose_file = lab.compose_file
+        if compose_file is not None:  # the Compose twin: containers through the Docker API, no supervisord
+            programs: dict[str, Programs] = {}
+            expected_workers = _twin_workers(compose_file)
+        else:
+            hosts = list(lab.hosts.values())
+            programs = dict(
+                zip(lab.hosts, pool.map(lambda h: supervisor_programs(remotes[h]), hosts), strict=True)
+            )
+            expected_workers = _expected_workers(lab, programs)
 
         def check(service: Service) -> Health:
             if service.kind == "supervisor":
                 return _check_supervisor(programs[service.host.name])
+            if service.kind == "compose":
+                assert compose_file is not None
+                return check_containers(compose_file)
             address, _, port = service.address.rpartition(":")
             try:
                 # PostgreSQL admits the lab's hosts only, so it is asked from its own host.
@@ -229,6 +237,33 @@ def check_lab(lab: Lab) -> list[tuple[Service, Health]]:
             return Health(health.healthy, f"{health.detail} (through SSH)") if at.forwarded else health
 
         return list(zip(services, pool.map(check, services), strict=True))
+
+
+def check_containers(compose_file: Path) -> Health:
+    """The Compose twin's containers, as the Docker Engine API reports them (docker package; DOCKER_HOST
+    or /var/run/docker.sock): every service compose.yml names running, and healthy where it has a check."""
+    from loadlab import compose
+
+    try:
+        state = compose.twin_state(compose_file)
+    except UserError as exc:
+        return Health(False, str(exc))
+    except Exception as exc:  # noqa: BLE001 - docker.errors.DockerException, requests' errors: what the row says
+        return Health(False, f"Docker Engine API at {compose.docker_host()}: {_reason(exc)}")
+    problems = list(state.problems())
+    if problems:
+        return Health(False, f"{len(problems)} of {len(state.expected)} not ready: {', '.join(problems)}")
+    return Health(True, f"{state.running} containers running, {state.healthy} healthy")
+
+
+def _twin_workers(compose_file: Path) -> int | None:
+    """Workers the twin's master should see: its locust-worker-N services."""
+    from loadlab import compose
+
+    try:
+        return compose.locust_worker_count(compose_file)
+    except UserError:
+        return None
 
 
 def _expected_workers(lab: Lab, programs: Mapping[str, Programs]) -> int | None:
@@ -270,7 +305,10 @@ def render(results: list[tuple[Service, Health]]) -> Table:
     help="Ansible inventory of the lab (default: inventory/local.yml of this project).",
 )
 def status(inventory: Path | None) -> None:
-    """Every lab service with its address and health; exit 0 only when all are healthy."""
+    """Every lab service with its address and health; exit 0 only when all are healthy.
+
+    For the Compose twin (-i inventory/compose.yml), its containers' state and health through the Docker
+    Engine API stand where a lab host's supervisord programs do."""
     lab = Lab.load(inventory)
     results = check_lab(lab)
     console.print(render(results))

@@ -13,13 +13,22 @@ import click
 from loadlab.cli.usage import OneLineCommand
 from loadlab.console import UserError, console, err_console
 from loadlab.inputs import finite_number, parse_share, parse_url
-from loadlab.sweep.search import SearchSpec, parse_resolution
-from loadlab.sweep.spec import MAX_USERS, SweepSpec, is_auto, load_spec, parse_duration, parse_users
+from loadlab.sweep.search import RateSearchSpec, SearchSpec, parse_resolution
+from loadlab.sweep.spec import (
+    MAX_USERS,
+    SweepSpec,
+    is_auto,
+    load_spec,
+    parse_duration,
+    parse_rates,
+    parse_users,
+)
 
 WORKERS_PER_CORE = 4  # beyond this, workers fight over the cores and the generator measures itself
 
 _SHAPING = ("users", "step_time", "warmup", "spawn_rate", "out", "threshold", "spec", "host", "locustfile",
-            "workers", "user_classes", "name", "max_users", "resolution", "reset")  # fmt: skip
+            "workers", "user_classes", "name", "max_users", "resolution", "reset", "rate",
+            "arrivals")  # fmt: skip
 
 
 def _build_spec(opts: dict[str, Any]) -> SweepSpec:
@@ -40,21 +49,44 @@ def _merge_spec(opts: dict[str, Any]) -> SweepSpec:
         if not path.is_file():
             raise UserError(f"--spec {path}: no such file (the shipped specs are in scripts/sweeps/)")
         spec = load_spec(path)
-    elif opts["users"] is not None:
+    elif opts["users"] is not None or opts["rate"] is not None:
         spec = SweepSpec(name="sweep", users=[1])
     else:
         raise UserError(
-            "give the steps: --users 10,20,40, --users auto (a capacity search) "
-            "or --spec scripts/sweeps/NAME.yml"
+            "give the steps: --users 10,20,40, --users auto (a capacity search), --rate 100,200 (an open "
+            "sweep) or --spec scripts/sweeps/NAME.yml"
         )
+    if opts["users"] is not None and opts["rate"] is not None:
+        raise UserError("--users and --rate: give one (users: a closed sweep; rate: an open one)")
     if opts["users"] is not None:
         if is_auto(opts["users"]):
-            spec.users, spec.search = [], spec.search or SearchSpec()
+            spec.users = []
+            spec.search = spec.search if isinstance(spec.search, SearchSpec) else SearchSpec()
         else:
             spec.users, spec.search = parse_users(opts["users"]), None
+        spec.model, spec.rates = "closed", []
+    if opts["rate"] is not None:
+        spec.model, spec.users = "open", []
+        if is_auto(opts["rate"]):
+            spec.rates = []
+            spec.search = spec.search if isinstance(spec.search, RateSearchSpec) else RateSearchSpec()
+        else:
+            spec.rates, spec.search = parse_rates(opts["rate"], "--rate"), None
+    if opts["arrivals"] is not None:
+        if not spec.open:
+            raise UserError("--arrivals is for an open sweep: add --rate 100,200,...")
+        spec.arrivals = opts["arrivals"]
+    if opts["max_users"] is not None and spec.open:
+        if not 1 <= opts["max_users"] <= MAX_USERS:
+            raise UserError(f"--max-users: {opts['max_users']} is out of range (1..{MAX_USERS})")
+        spec.max_users = opts["max_users"]
+        opts = {**opts, "max_users": None}
     for flag in ("max_users", "resolution"):
         if opts[flag] is not None and spec.search is None:
-            raise UserError(f"--{flag.replace('_', '-')} is for a capacity search: add --users auto")
+            raise UserError(
+                f"--{flag.replace('_', '-')} is for a capacity search (--users auto or --rate auto)"
+                + (" or an open sweep (--rate)" if flag == "max_users" else "")
+            )
     if opts["max_users"] is not None:
         assert spec.search is not None
         if not 1 <= opts["max_users"] <= MAX_USERS:
@@ -194,7 +226,7 @@ def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, Run
     run_dir = RunDir(path)
     run = run_dir.read_run()
     spec = run_dir.read_spec(run)
-    scan = run_dir.scan_steps(None if spec.search else spec.users)
+    scan = run_dir.scan_steps(None if spec.search else (spec.rates if spec.open else spec.users))
     inventory = opts["inventory"] or (run.get("inventory") or {}).get("path")
     if inventory is not None and not isinstance(inventory, str):
         raise UserError(f"run record {path}/run.json: inventory path is {inventory!r}; pass -i INVENTORY")
@@ -261,13 +293,25 @@ def check_workers(workers: int, allow_many: bool) -> int:
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     usl = summary.get("usl")
-    console.print(
-        f"max {summary.get('max_rps')} rps at {summary.get('max_rps_users')} users; "
-        f"knee {summary.get('knee_users')} users"
-        + ("" if (summary.get("knee") or {}).get("found") else " (no bend inside the sweep)"),
-        markup=False,
-        soft_wrap=True,
-    )
+    if summary.get("model") == "open":
+        at = max(summary.get("steps") or [{}], key=lambda s: s.get("rps") or 0).get("rate")
+        knee, saturation = summary.get("knee_rate"), summary.get("saturation_rate")
+        console.print(
+            f"open model: max {summary.get('max_rps')} rps"
+            + (f" at {at:g}/s intended; " if at is not None else "; ")
+            + (f"kept up to {knee:g}/s" if knee is not None else "no rate kept up")
+            + (f"; fell behind at {saturation:g}/s" if saturation is not None else "; nothing fell behind"),
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"max {summary.get('max_rps')} rps at {summary.get('max_rps_users')} users; "
+            f"knee {summary.get('knee_users')} users"
+            + ("" if (summary.get("knee") or {}).get("found") else " (no bend inside the sweep)"),
+            markup=False,
+            soft_wrap=True,
+        )
     if usl:
         console.print(
             f"USL: sigma {usl['sigma']}, kappa {usl['kappa']}, peak {usl['peak_rps']} rps "
@@ -290,7 +334,20 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     "doubles the users until something gives out, then narrows.",
 )
 @click.option(
-    "--max-users", type=int, help="Capacity search: stop here when nothing gave out (default 1000)."
+    "--rate",
+    help="Open model: intended arrivals per second of each step, e.g. 100,200,400 (task iterations per "
+    "second over all workers; latency is measured from each request's intended start).",
+)
+@click.option(
+    "--arrivals",
+    type=click.Choice(["even", "poisson"]),
+    help="Open model: evenly paced arrivals (default) or Poisson (independent clients).",
+)
+@click.option(
+    "--max-users",
+    type=int,
+    help="Capacity search: stop here when nothing gave out (default 1000). Open model: the most users "
+    "behind the rate (default 1000).",
 )
 @click.option(
     "--resolution", help="Capacity search: narrow until the bracket is this share of the users (default 10%)."
@@ -376,11 +433,13 @@ def sweep(**opts: Any) -> None:
             raise UserError("--reset resets the lab's own data: it is for sweeps of the lab")
         reset_lab = check_resettable(plan.lab.lab)
     if baseline is not None and plan.spec.search is None:
-        planned = {int(u) for u in plan.spec.users or []}
-        if planned and not planned & {s["users"] for s in baseline[0].steps}:
+        key = "rate" if plan.spec.open else "users"
+        planned = set(plan.spec.rates if plan.spec.open else plan.spec.users)
+        if planned and not planned & {s.get(key) for s in baseline[0].steps}:
+            what = "rates" if plan.spec.open else "user counts"
             raise UserError(
-                f"--baseline {baseline[0].path}: none of its user counts is one of this sweep's "
-                f"({', '.join(map(str, sorted(planned)))}); a gate compares steps with the same users"
+                f"--baseline {baseline[0].path}: none of its {what} is one of this sweep's "
+                f"({', '.join(f'{v:g}' for v in sorted(planned))}); a gate compares steps with the same {key}"
             )
     if remaining:
         check_reachable(plan.host)
@@ -478,7 +537,8 @@ def _gate(baseline: tuple[Any, float], run_dir: Any, summary: dict[str, Any]) ->
     summary["baseline"] = record
     run_dir.write_summary(summary)
     worse = ", ".join(
-        f"{r['figure']} {100 * r['change']:+.1f}% at {r['users']} users"
+        f"{r['figure']} {100 * r['change']:+.1f}% at "
+        + (f"{r['rate']:g}/s" if r.get("rate") is not None else f"{r['users']} users")
         for r in record.get("regressions") or []
     )
     console.print(

@@ -1,4 +1,12 @@
-"""Reading the curve: max throughput, the knee, a Universal Scalability Law fit, a recommendation."""
+"""Reading the curve: max throughput, the knee, a Universal Scalability Law fit, a recommendation.
+
+A closed sweep (steps of user counts) is read against users: its knee is where throughput stops growing in
+proportion while latency climbs, and the USL models throughput as a function of users. An open sweep
+(steps that hold an arrival rate: each step has `rate`) is read against the intended rate: a step kept up
+when it started its arrivals on time and completed them as fast as they came (kept_up); the knee is the
+last rate that kept up before the first that did not, and the saturation rate the first where the target
+fell behind. The USL, a model of users, is not fitted to an open run.
+"""
 
 from __future__ import annotations
 
@@ -20,15 +28,41 @@ LATENCY_RISE_MIN_MS = 2.0
 ERROR_RATIO = 0.01
 # The USL fit needs at least this many distinct user counts (three parameters, one degree of freedom).
 USL_MIN_POINTS = 4
+# An open step kept up with its arrivals when it started at least SENT_SHARE of the arrivals that came due
+# in its window, dropped at most DROPPED_SHARE of them, and its backlog (arrivals due, not yet completed)
+# grew by no more than BACKLOG_GROWTH_SHARE of the rate per second (nor BACKLOG_GROWTH_MIN: a few requests
+# in flight come and go).
+SENT_SHARE = 0.98
+DROPPED_SHARE = 0.01
+BACKLOG_GROWTH_SHARE = 0.02
+BACKLOG_GROWTH_MIN = 1.0
+# Diagnosis codes that say an open step fell behind its rate, whatever its counts say.
+FELL_BEHIND_CODES = ("target_saturated", "generator_behind")
+
+
+def is_open(steps: Sequence[dict[str, Any]]) -> bool:
+    """The steps held arrival rates (an open sweep) rather than user counts."""
+    return any(s.get("rate") is not None for s in steps)
+
+
+def load(step: dict[str, Any]) -> float:
+    """What a step asked of the stack: its intended rate (open) or its users (closed)."""
+    return float(step["rate"]) if step.get("rate") is not None else step["users"]
+
+
+def rate_text(rate: float | None) -> str:
+    """An intended rate as people write it: 200 -> '200', 12.5 -> '12.5'."""
+    return "–" if rate is None else f"{float(rate):.10g}"
 
 
 def curve(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per distinct user count, ascending; a repeated count (a spike's way back) keeps its best."""
-    best: dict[int, dict[str, Any]] = {}
+    """One point per distinct user count (or intended rate, for open steps), ascending; a repeated count
+    (a spike's way back) keeps its best."""
+    best: dict[float, dict[str, Any]] = {}
     for s in steps:
         if s.get("rps") is None:
             continue
-        u = int(s["users"])
+        u = float(s["rate"]) if s.get("rate") is not None else int(s["users"])
         if u not in best or s["rps"] > best[u]["rps"]:
             best[u] = s
     return [best[u] for u in sorted(best)]
@@ -41,7 +75,17 @@ def max_rps(steps: Sequence[dict[str, Any]]) -> float | None:
 
 
 def closest_lighter(step: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The step of `steps` with the most users below `step`'s (the latest of equals), if any."""
+    """The step of `steps` with the most users below `step`'s (the latest of equals), if any; for an open
+    step, the one with the highest intended rate below its rate."""
+    if step.get("rate") is not None:
+        lighter = [
+            s
+            for s in steps
+            if s.get("rate") is not None and s["rate"] < step["rate"] and s.get("rps") is not None
+        ]
+        if not lighter or step.get("rps") is None:
+            return None
+        return max(lighter, key=lambda s: (s["rate"], s.get("index", 0)))
     lighter = [s for s in steps if s["users"] < step["users"] and s.get("rps") is not None]
     if not lighter or step.get("rps") is None:
         return None
@@ -95,6 +139,95 @@ def knee(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
             }
     last = points[-1]
     return {"users": last["users"], "found": False, "rps": last["rps"], "p95_ms": last.get("p95_ms")}
+
+
+def fell_behind(step: dict[str, Any]) -> dict[str, Any]:
+    """Why an open step did not keep up with its rate, figure by figure ({} when it kept up): it started
+    too few of its arrivals (`sent_share`), dropped too many (`dropped_share`), its backlog kept growing
+    (`backlog_growth_per_s`), or its diagnosis says the target or the generator fell behind (`diagnosis`).
+    A figure the step lacks is not held against it."""
+    out: dict[str, Any] = {}
+    intended = step.get("intended")
+    if isinstance(intended, int | float) and intended > 0:
+        sent = step.get("sent")
+        if isinstance(sent, int | float) and sent < SENT_SHARE * intended:
+            out["sent_share"] = round(sent / intended, 4)
+        dropped = step.get("dropped")
+        if isinstance(dropped, int | float) and dropped > DROPPED_SHARE * intended:
+            out["dropped_share"] = round(dropped / intended, 4)
+    growth = (step.get("backlog") or {}).get("growth_per_s")
+    rate = step.get("rate")
+    growing = isinstance(growth, int | float) and isinstance(rate, int | float)
+    if growing and growth > max(BACKLOG_GROWTH_MIN, BACKLOG_GROWTH_SHARE * rate):
+        out["backlog_growth_per_s"] = growth
+    codes = [c for c in step.get("diagnosis") or () if c in FELL_BEHIND_CODES]
+    if codes:
+        out["diagnosis"] = codes
+    return out
+
+
+def kept_up(step: dict[str, Any]) -> bool:
+    """The open step started its arrivals and completed them as fast as they came (fell_behind is empty)."""
+    return not fell_behind(step)
+
+
+def generator_side(step: dict[str, Any]) -> bool:
+    """The step's load generator held it back: its CPU, sockets, users or ports, a full host it runs on,
+    or (open) it could not start the arrivals on time."""
+    from loadlab.sweep.diagnosis import GENERATOR_CODES  # diagnosis reads this module
+
+    codes = step.get("diagnosis") or ()
+    full_host = ((step.get("diagnosis_evidence") or {}).get("host_cpu_saturated") or {}).get("runs_generator")
+    return any(c in codes for c in (*GENERATOR_CODES, "generator_behind")) or bool(full_host)
+
+
+def behind_text(behind: dict[str, Any]) -> str:
+    """fell_behind's figures in words: 'sent 93% of its arrivals, backlog grew 12/s'."""
+    parts = []
+    if "sent_share" in behind:
+        parts.append(f"sent {behind['sent_share']:.0%} of its arrivals")
+    if "dropped_share" in behind:
+        parts.append(f"dropped {behind['dropped_share']:.1%} of them")
+    if "backlog_growth_per_s" in behind:
+        parts.append(f"its backlog grew {behind['backlog_growth_per_s']:.3g}/s")
+    parts += behind.get("diagnosis") or []
+    return ", ".join(parts)
+
+
+def open_knee(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The last intended rate whose step kept up before the first that did not (found=True; `rate` is None
+    when even the lightest fell behind), with why that one fell behind and on which side (`generator` or
+    `target`). Without such a step the knee is the highest rate measured (found=False)."""
+    points = curve(steps)
+    if not points:
+        return {"rate": None, "found": False}
+    prev: dict[str, Any] | None = None
+    for cur in points:
+        behind = fell_behind(cur)
+        if behind:
+            return {
+                "rate": None if prev is None else prev["rate"],
+                "found": True,
+                "next_rate": cur["rate"],
+                "rps": None if prev is None else prev["rps"],
+                "next_rps": cur["rps"],
+                "p95_ms": None if prev is None else prev.get("p95_ms"),
+                "next_p95_ms": cur.get("p95_ms"),
+                "fell_behind": behind,
+                "side": "generator" if generator_side(cur) else "target",
+            }
+        prev = cur
+    last = points[-1]
+    return {"rate": last["rate"], "found": False, "rps": last["rps"], "p95_ms": last.get("p95_ms")}
+
+
+def saturation_rate(steps: Sequence[dict[str, Any]]) -> float | None:
+    """The first intended rate whose step did not keep up because the target fell behind (its generator
+    started the arrivals: no generator-side code); None when the target kept up with every rate."""
+    for p in curve(steps):
+        if fell_behind(p) and not generator_side(p):
+            return p["rate"]
+    return None
 
 
 def usl_throughput(n: np.ndarray | float, lam: float, sigma: float, kappa: float) -> np.ndarray | float:
@@ -190,7 +323,10 @@ def recommendation(
 ) -> dict[str, Any] | None:
     """'stay at or below N users for p95 under X ms' only from what was measured: the last healthy step
     (no errors, every threshold held, under the p95 gate) below the first unhealthy one, never past the knee;
-    without a knee or an unhealthy step the sweep found no limit, and says where to look next."""
+    without a knee or an unhealthy step the sweep found no limit, and says where to look next. Open steps
+    are read by open_recommendation (their knee is found there; `knee_users` is not used)."""
+    if is_open(steps):
+        return open_recommendation(steps, p95_limit_ms, checks)
     points = curve(steps)
     if not points:
         return None
@@ -237,3 +373,82 @@ def recommendation(
     if bad is not None and bad["users"] > users and (not bend["found"] or bad["users"] <= bend["next_users"]):
         text += f"; {bad['users']} users {reason}"
     return {"users": users, "p95_ms": limit, "rps": rps, "text": text}
+
+
+def next_rates(points: Sequence[dict[str, Any]]) -> list[float]:
+    """Where to look for the limit an open sweep did not reach: two more rates, doubling from the highest."""
+    top = float(points[-1]["rate"])
+    return [2 * top, 4 * top]
+
+
+def _why_not_open(
+    p: dict[str, Any], failed: dict[float, list[str]], p95_limit_ms: float | None
+) -> str | None:
+    """Why an open step cannot be recommended (it fell behind its rate, had errors, failed a threshold,
+    broke the p95 gate), or None."""
+    behind = fell_behind(p)
+    if behind:
+        side = "the load generator" if generator_side(p) else "the target"
+        return f"did not keep up ({side}: {behind_text(behind)})"
+    ratio = p.get("fail_ratio") or 0.0
+    if ratio >= ERROR_RATIO or "errors" in (p.get("diagnosis") or ()):
+        return f"had errors (fail {ratio:.1%})"
+    if failed.get(float(p["rate"])):
+        return f"failed {', '.join(failed[float(p['rate'])])}"
+    if p95_limit_ms is not None and (p.get("p95_ms") is None or p["p95_ms"] >= p95_limit_ms):
+        return f"had p95 {p.get('p95_ms')} ms"
+    return None
+
+
+def open_recommendation(
+    steps: Sequence[dict[str, Any]], p95_limit_ms: float | None = None, checks: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any] | None:
+    """'stay at or below R req/s for p95 under X ms' from what an open sweep measured: the highest rate of
+    the run of healthy steps from the lightest (kept up with its arrivals, no errors, every threshold held,
+    under the p95 gate; p95 from each request's intended start). When every step was healthy the sweep
+    found no limit, and says which rates to try next (`next_rates`)."""
+    points = curve(steps)
+    if not points:
+        return None
+    failed: dict[float, list[str]] = {}
+    for check in checks:
+        for f in check.get("failed_steps") or ():
+            if f.get("rate") is not None:
+                failed.setdefault(float(f["rate"]), []).append(check["expr"])
+    good, bad, reason = None, None, None
+    for p in points:  # ascending rates: the run of healthy steps from the bottom
+        reason = _why_not_open(p, failed, p95_limit_ms)
+        if reason is not None:
+            bad = p
+            break
+        good = p
+    if good is None:
+        return {
+            "rate": None,
+            "p95_ms": p95_limit_ms,
+            "text": f"no step can be recommended: the lightest, {rate_text(points[0]['rate'])} req/s, "
+            f"{reason}",
+        }
+    if bad is None:
+        suggest = next_rates(points)
+        return {
+            "rate": None,
+            "knee_found": False,
+            "measured_rate": good["rate"],
+            "next_rates": suggest,
+            "text": f"no knee found: every step kept up to {rate_text(good['rate'])} req/s, the highest rate "
+            f"({good['rps']:.0f} rps, p95 {good.get('p95_ms')} ms from intended start), so the limit lies "
+            f"beyond this sweep; try {rate_text(suggest[0])} and {rate_text(suggest[1])} req/s next",
+        }
+    if p95_limit_ms is not None:
+        limit = p95_limit_ms
+    elif good.get("p95_ms") is not None:
+        limit = float(_nice_ceiling(float(good["p95_ms"]) * 1.05))
+    else:
+        return None
+    rate, rps = good["rate"], good["rps"]
+    text = (
+        f"stay at or below {rate_text(rate)} req/s for p95 under {limit:g} ms (about {rps:.0f} rps); "
+        f"{rate_text(bad['rate'])} req/s {reason}"
+    )
+    return {"rate": rate, "p95_ms": limit, "rps": rps, "text": text}

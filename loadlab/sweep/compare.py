@@ -8,18 +8,25 @@ together (Holm), and a change is real only where the corrected p-value is below 
 interval lies beyond the tolerance. The target's and the generator's CPU are judged the same way on their
 per-scrape samples (where the lab's Prometheus had them: `more CPU`, `less CPU`), but never make a run
 faster or slower. The curves are compared too: max rps, knee, USL peak, and each step's diagnosis.
+
+Two open runs (steps that held an arrival rate) are matched by intended rate instead: each row keeps the
+`rate` and, in `users`, the step's label ('300/s'); their curves compare max rps, the knee rate and the
+saturation rate. An open run is never compared with a closed one: a closed run's latency leaves out the
+time requests waited to be sent (coordinated omission) and an open run's includes it, so neither the
+steps nor the curves measure the same thing; such a pair is refused with one line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadlab.console import UserError
-from loadlab.sweep import samples
+from loadlab.sweep import analysis, samples
 from loadlab.sweep.compare_stats import Difference, compare_series, judge
 from loadlab.sweep.resource_model import LOADGEN, TARGET
 from loadlab.sweep.results import RunDir
@@ -59,10 +66,25 @@ class Run:
     def name(self) -> str:
         return self.path.name
 
-    def step(self, users: int) -> dict[str, Any] | None:
-        """The run's last step at this user count (a resumed run may hold a re-measured one)."""
-        found = [s for s in self.steps if s.get("users") == users]
+    @property
+    def open(self) -> bool:
+        """The run's steps held arrival rates (the open model)."""
+        return analysis.is_open(self.steps)
+
+    def step(self, users: float) -> dict[str, Any] | None:
+        """The run's last step at this user count, or at this intended rate for an open run (a resumed
+        run may hold a re-measured one)."""
+        if self.open:
+            found = [s for s in self.steps if s.get("rate") is not None and math.isclose(s["rate"], users)]
+        else:
+            found = [s for s in self.steps if s.get("users") == users]
         return found[-1] if found else None
+
+    def loads(self) -> list[float]:
+        """The distinct user counts of its steps (intended rates for an open run), ascending."""
+        if self.open:
+            return sorted({float(s["rate"]) for s in self.steps if s.get("rate") is not None})
+        return sorted({s["users"] for s in self.steps})
 
     def series(self, step: dict[str, Any]) -> dict[str, list[float | None]] | None:
         """The step's per-interval figures: Locust's per second, CPU per scrape where Prometheus had it."""
@@ -144,6 +166,33 @@ def _setup(run: Run) -> dict[str, Any]:
     }
 
 
+def _rate_label(rate: float) -> str:
+    return f"{analysis.rate_text(rate)}/s"
+
+
+def _common(a: Run, b: Run) -> list[float]:
+    """The intended rates both open runs measured (equal to a millionth)."""
+    return [r for r in a.loads() if any(math.isclose(r, x, rel_tol=1e-6) for x in b.loads())]
+
+
+def _open_curves(a: Run, b: Run, common: Sequence[float]) -> dict[str, Any]:
+    """Two open runs' curves: max rps, knee rate, saturation rate (knee_users and the USL stay empty)."""
+    out: dict[str, Any] = {
+        "max_rps": [_num(a.summary.get("max_rps")), _num(b.summary.get("max_rps"))],
+        "knee_users": [None, None],
+        "usl_peak_users": [None, None],
+        "knee_rate": [_num(a.summary.get("knee_rate")), _num(b.summary.get("knee_rate"))],
+        "saturation_rate": [_num(a.summary.get("saturation_rate")), _num(b.summary.get("saturation_rate"))],
+    }
+    diagnoses = []
+    for rate in common:
+        da, db = (a.step(rate) or {}).get("diagnosis") or [], (b.step(rate) or {}).get("diagnosis") or []
+        if sorted(da) != sorted(db):
+            diagnoses.append({"rate": rate, "users": _rate_label(rate), "a": da, "b": db})
+    out["diagnosis_changes"] = diagnoses
+    return out
+
+
 def _curves(a: Run, b: Run) -> dict[str, Any]:
     def usl_peak(run: Run) -> float | None:
         usl = run.summary.get("usl") if isinstance(run.summary.get("usl"), dict) else None
@@ -166,7 +215,17 @@ def _curves(a: Run, b: Run) -> dict[str, Any]:
 def compare(a: Run, b: Run, *, alpha: float = 0.05, tolerance: float = 0.02, seed: int = 0) -> dict[str, Any]:
     """B against A: per matched step and figure, the change, its interval and verdict; the curves; what
     differs in the setup. Two capacity searches are compared on their peaks too (`max_rps`, each on the
-    samples of its busiest step); other runs without a common user count are refused."""
+    samples of its busiest step); other runs without a common user count are refused. Two open runs are
+    matched by intended rate; an open run against a closed one is refused."""
+    if a.open != b.open:
+        opened, closed = (b, a) if b.open else (a, b)
+        raise UserError(
+            f"{opened.path} is an open-model run (arrival rates) and {closed.path} a closed one (user "
+            "counts): a closed run's latency leaves out the time requests waited to be sent, so compare "
+            "runs of one model"
+        )
+    if a.open:
+        return _compare_open(a, b, alpha=alpha, tolerance=tolerance, seed=seed)
     users_a = sorted({s["users"] for s in a.steps})
     users_b = sorted({s["users"] for s in b.steps})
     common = sorted(set(users_a) & set(users_b))
@@ -205,12 +264,7 @@ def compare(a: Run, b: Run, *, alpha: float = 0.05, tolerance: float = 0.02, see
             )
             diffs.append(diff)
             better.append(higher)
-    judged = judge(diffs, higher_is_better=better, alpha=alpha, tolerance=tolerance)
-    for row, diff in zip(rows, judged, strict=True):
-        row.update(diff.to_dict())
-        row["verdict"] = VERDICT_WORDS[row["figure"]].get(diff.verdict, diff.verdict)
-        if not diff.n_a or not diff.n_b:
-            row["verdict"] = "no samples"  # a step from before samples, or CPU without the lab's Prometheus
+    _judge_rows(rows, diffs, better, alpha, tolerance)
     order = ["max_rps", *FIGURES]
     rows.sort(key=lambda r: (isinstance(r["users"], int), str(r["users"]).zfill(9), order.index(r["figure"])))
     setup_a, setup_b = _setup(a), _setup(b)
@@ -227,6 +281,86 @@ def compare(a: Run, b: Run, *, alpha: float = 0.05, tolerance: float = 0.02, see
         "only_b": [u for u in users_b if u not in common],
         "rows": rows,
         "curves": _curves(a, b),
+        "differs": differs,
+        "revisions": [setup_a["git revision"], setup_b["git revision"]],
+        "verdict": overall(rows),
+    }
+
+
+def _judge_rows(
+    rows: list[dict[str, Any]], diffs: list[Difference], better: list[bool], alpha: float, tolerance: float
+) -> None:
+    judged = judge(diffs, higher_is_better=better, alpha=alpha, tolerance=tolerance)
+    for row, diff in zip(rows, judged, strict=True):
+        row.update(diff.to_dict())
+        row["verdict"] = VERDICT_WORDS[row["figure"]].get(diff.verdict, diff.verdict)
+        if not diff.n_a or not diff.n_b:
+            row["verdict"] = "no samples"  # a step from before samples, or CPU without the lab's Prometheus
+
+
+def _compare_open(a: Run, b: Run, *, alpha: float, tolerance: float, seed: int) -> dict[str, Any]:
+    """Two open runs, step by step at each intended rate both measured (and two open searches on their
+    peaks, as compare does for user counts)."""
+    rates_a, rates_b = a.loads(), b.loads()
+    common = _common(a, b)
+    searched = _searched(a) and _searched(b)
+    if not common and not searched:
+        raise UserError(
+            f"{b.path} has no step at an arrival rate of {a.path} "
+            f"({a.name}: {','.join(map(_rate_label, rates_a))}; "
+            f"{b.name}: {','.join(map(_rate_label, rates_b))}): compare open runs that share rates"
+        )
+    rows: list[dict[str, Any]] = []
+    diffs: list[Difference] = []
+    better: list[bool] = []
+    if searched:
+        top_a, top_b = _top(a), _top(b)
+        diffs.append(
+            compare_series(
+                _values(a.series(top_a), "rps"),
+                _values(b.series(top_b), "rps"),
+                higher_is_better=True,
+                seed=seed,
+            )
+        )
+        rows.append(
+            {"users": f"{_rate_label(top_a['rate'])} vs {_rate_label(top_b['rate'])}", "rate": None,
+             "figure": "max_rps", "a": _num(top_a.get("rps")), "b": _num(top_b.get("rps"))}
+        )  # fmt: skip
+        better.append(True)
+    for rate in common:
+        sa, sb = a.step(rate), b.step(rate)
+        assert sa is not None and sb is not None
+        series_a, series_b = a.series(sa), b.series(sb)
+        for figure, higher in FIGURES.items():
+            diffs.append(
+                compare_series(
+                    _values(series_a, figure), _values(series_b, figure), higher_is_better=higher, seed=seed
+                )
+            )
+            rows.append(
+                {"users": _rate_label(rate), "rate": rate, "figure": figure, "a": _num(sa.get(figure)),
+                 "b": _num(sb.get(figure))}
+            )  # fmt: skip
+            better.append(higher)
+    _judge_rows(rows, diffs, better, alpha, tolerance)
+    order = ["max_rps", *FIGURES]
+    rows.sort(key=lambda r: (r["rate"] is not None, r["rate"] or 0.0, order.index(r["figure"])))
+    setup_a, setup_b = _setup(a), _setup(b)
+    differs = {
+        k: [setup_a[k], setup_b[k]] for k in setup_a if setup_a[k] != setup_b[k] and k != "git revision"
+    }
+    return {
+        "model": "open",
+        "a": str(a.path),
+        "b": str(b.path),
+        "alpha": alpha,
+        "tolerance": tolerance,
+        "common_rates": common,
+        "only_a": [r for r in rates_a if r not in common],
+        "only_b": [r for r in rates_b if not any(math.isclose(r, c, rel_tol=1e-6) for c in common)],
+        "rows": rows,
+        "curves": _open_curves(a, b, common),
         "differs": differs,
         "revisions": [setup_a["git revision"], setup_b["git revision"]],
         "verdict": overall(rows),
@@ -251,16 +385,19 @@ def gate(baseline: Run, run: Run, max_regression: float, alpha: float = 0.05) ->
     a step whose rps or p95 is slower by more than that, and the test says the difference is real. The
     record summary.json keeps as `baseline`."""
     result = compare(baseline, run, alpha=alpha, tolerance=max_regression)
+    keys = ("users", "figure", "a", "b", "change", "ci_low", "ci_high", "p_adjusted")
     regressions = [
-        {k: r.get(k) for k in ("users", "figure", "a", "b", "change", "ci_low", "ci_high", "p_adjusted")}
+        {k: r.get(k) for k in keys} | ({"rate": r["rate"]} if r.get("rate") is not None else {})
         for r in result["rows"]
         if r["figure"] in GATED and r["verdict"] == "slower"
     ]
+    common = {"common_rates": result["common_rates"]} if result.get("model") == "open" else {}
     return {
         "run": str(baseline.path),
         "max_regression": max_regression,
         "alpha": alpha,
-        "common_users": result["common_users"],
+        "common_users": result.get("common_users", []),
+        **common,
         "verdict": "regression" if regressions else "pass",
         "compare_verdict": result["verdict"],
         "max_rps": result["curves"]["max_rps"],

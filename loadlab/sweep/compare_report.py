@@ -1,5 +1,6 @@
 """compare.html: the curves of every run overlaid (throughput and p95 against users, CPU against users) and
-each comparison's table, with compare.json beside it."""
+each comparison's table, with compare.json beside it. Open runs (compare refuses to mix them with closed
+ones) are overlaid against the intended rate, throughput with the y = x line of a run that kept up."""
 
 from __future__ import annotations
 
@@ -9,21 +10,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from loadlab.sweep import analysis
 from loadlab.sweep.compare import Run
-from loadlab.sweep.report import _figure, _save
+from loadlab.sweep.report import RATE_AXIS, _figure, _save
 
 HTML = "compare.html"
 JSON = "compare.json"
 PLOTS = {"throughput": "compare_throughput.png", "p95": "compare_p95.png", "cpu": "compare_cpu.png"}
 
 
-def _points(run: Run, key: str) -> tuple[list[int], list[float]]:
-    pts = sorted((s["users"], float(s[key])) for s in run.steps if isinstance(s.get(key), int | float))
+def _points(run: Run, key: str) -> tuple[list[float], list[float]]:
+    """(x, y) of a figure over the run's steps: x is the users, or the intended rate of an open run."""
+    pts = sorted((analysis.load(s), float(s[key])) for s in run.steps if isinstance(s.get(key), int | float))
     return [u for u, _ in pts], [v for _, v in pts]
 
 
 def _plot(runs: Sequence[Run], keys: Sequence[tuple[str, str]], ylabel: str, title: str, path: Path) -> None:
-    fig, ax = _figure()
+    open_runs = bool(runs) and all(run.open for run in runs)
+    fig, ax = _figure(RATE_AXIS if open_runs else "users")
+    if open_runs and keys[0][0] == "rps":
+        top = max((max(_points(run, "rps")[0], default=0.0) for run in runs), default=0.0) * 1.05
+        ax.plot([0, top], [0, top], ":", color="grey", label="y = x: every arrival answered")
     for i, run in enumerate(runs):
         for key, style in keys:
             xs, ys = _points(run, key)
@@ -38,10 +45,24 @@ def _g(x: float | None) -> str:
     return "-" if x is None else f"{x:g}"
 
 
+def _knees(curves: dict[str, Any]) -> str:
+    """The knees (and USL peaks, or an open run's saturation rates) of both runs."""
+    if "knee_rate" in curves:
+        return (
+            f"knee {_g(curves['knee_rate'][0])} &rarr; {_g(curves['knee_rate'][1])}/s; saturation "
+            f"{_g(curves['saturation_rate'][0])} &rarr; {_g(curves['saturation_rate'][1])}/s "
+            "(open model: latency from intended start)"
+        )
+    return (
+        f"knee {_g(curves['knee_users'][0])} &rarr; {_g(curves['knee_users'][1])} users; "
+        f"USL peak {_g(curves['usl_peak_users'][0])} &rarr; {_g(curves['usl_peak_users'][1])} users"
+    )
+
+
 def _table(result: dict[str, Any]) -> str:
+    step = "rate" if result.get("model") == "open" else "users"
     head = "".join(
-        f"<th>{h}</th>"
-        for h in ("users", "figure", "A", "B", "change", "95% interval", "p (Holm)", "verdict")
+        f"<th>{h}</th>" for h in (step, "figure", "A", "B", "change", "95% interval", "p (Holm)", "verdict")
     )
     body = []
     for r in result["rows"]:
@@ -65,13 +86,15 @@ def write_html(folder: Path, runs: Sequence[Run], results: Sequence[dict[str, An
     (folder / JSON).write_text(
         json.dumps({"runs": [str(r.path) for r in runs], "comparisons": list(results)}, indent=2) + "\n"
     )
-    _plot(runs, [("rps", "-")], "requests/s", "Throughput against users", folder / PLOTS["throughput"])
-    _plot(runs, [("p95_ms", "-")], "p95 (ms)", "p95 latency against users", folder / PLOTS["p95"])
+    x = "the intended rate" if runs and all(run.open for run in runs) else "users"
+    p95 = "p95 from intended start (ms)" if x != "users" else "p95 (ms)"
+    _plot(runs, [("rps", "-")], "requests/s", f"Throughput against {x}", folder / PLOTS["throughput"])
+    _plot(runs, [("p95_ms", "-")], p95, f"p95 latency against {x}", folder / PLOTS["p95"])
     _plot(
         runs,
         [("target_cpu", "-"), ("loadgen_cpu", "--")],
         "cores",
-        "CPU against users (target solid, generator dashed)",
+        f"CPU against {x} (target solid, generator dashed)",
         folder / PLOTS["cpu"],
     )
     sections = []
@@ -82,17 +105,15 @@ def write_html(folder: Path, runs: Sequence[Run], results: Sequence[dict[str, An
         )
         curves = result["curves"]
         diag = "".join(
-            f"<li>{d['users']} users: {html.escape(','.join(d['a']) or '-')} &rarr; "
-            f"{html.escape(','.join(d['b']) or '-')}</li>"
+            f"<li>{html.escape(str(d['users']))}{'' if 'rate' in d else ' users'}: "
+            f"{html.escape(','.join(d['a']) or '-')} &rarr; {html.escape(','.join(d['b']) or '-')}</li>"
             for d in curves["diagnosis_changes"]
         )
         sections.append(
             f"<h2>{html.escape(Path(result['b']).name)} against {html.escape(Path(result['a']).name)}: "
             f"{html.escape(result['verdict'])}</h2>"
             + (f"<p>What differs:</p><ul>{differs}</ul>" if differs else "")
-            + f"<p>max rps {_g(curves['max_rps'][0])} &rarr; {_g(curves['max_rps'][1])}; "
-            f"knee {_g(curves['knee_users'][0])} &rarr; {_g(curves['knee_users'][1])} users; "
-            f"USL peak {_g(curves['usl_peak_users'][0])} &rarr; {_g(curves['usl_peak_users'][1])} users</p>"
+            + f"<p>max rps {_g(curves['max_rps'][0])} &rarr; {_g(curves['max_rps'][1])}; {_knees(curves)}</p>"
             + (f"<p>Diagnoses that changed:</p><ul>{diag}</ul>" if diag else "")
             + _table(result)
         )

@@ -20,6 +20,7 @@ VOCABULARY = (
     "generator_cpu_bound",
     "client_connection_capped",
     "load_short",
+    "generator_behind",
     "target_saturated",
     "target_cpu_bound",
     "host_cpu_saturated",
@@ -37,10 +38,22 @@ GENERATOR_CODES = (
     "generator_cpu_bound",
     "client_connection_capped",
     "load_short",
+    "generator_behind",
     "ephemeral_ports_exhausted",
 )
 # The step's load held when Locust ran at least this share of its users, time-weighted, through the window.
 LOAD_HELD = 0.98
+# Open model: a step kept its arrivals on time when it sent at least LOAD_HELD of them and fewer than this
+# share started late...
+LATE_SHARE = 0.05
+# ...and the target kept up when its backlog (arrivals due and not yet answered) grew by less than this share
+# of the rate per second, and it ended at least LOAD_HELD of the arrivals due.
+BACKLOG_GROWS = 0.02
+# The target held the pool's users (rather than the pool being too small for it) when its send-to-answer
+# latency rose this much over the closest lighter open step's.
+RESPONSE_ROSE = 1.5
+# A pool that grew without this gain in iterations done per second met the target's limit (runner.py).
+GROWTH_GAIN = 1.1
 # A Python process (a Locust worker, one app instance) cannot use more than one core; this near is "full".
 CORE_FULL = 0.85
 # A process that ran or waited for a CPU this share of the window never idled: it wanted a full core.
@@ -398,6 +411,100 @@ def saturation(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[
     }
 
 
+def _open_lighter(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The open step with the highest rate below this one's."""
+    lighter = [s for s in earlier if s.get("rate") is not None and s["rate"] < step["rate"]]
+    return max(lighter, key=lambda s: s["rate"], default=None)
+
+
+def open_late(step: dict[str, Any]) -> dict[str, Any] | None:
+    """An open step whose generator did not start its arrivals on time: it sent fewer than were due, or
+    too many started late."""
+    intended, sent, late = step.get("intended") or 0, step.get("sent") or 0, step.get("late") or 0
+    if not intended:
+        return None
+    late_share = late / sent if sent else 0.0
+    if sent >= LOAD_HELD * intended and late_share < LATE_SHARE:
+        return None
+    return {
+        "rate": step["rate"],
+        "intended": intended,
+        "sent": sent,
+        "dropped": step.get("dropped"),
+        "late": late,
+        "late_share": _r(late_share),
+        "lateness_p99_ms": step.get("lateness_p99_ms"),
+        "users": step.get("users"),
+        "max_users": (step.get("open") or {}).get("max_users"),
+    }
+
+
+def open_fell_behind(step: dict[str, Any]) -> dict[str, Any] | None:
+    """The target did not keep up with an open step's arrivals: it ended fewer than were due while the
+    backlog grew."""
+    intended, done = step.get("intended") or 0, step.get("done") or 0
+    growth = (step.get("backlog") or {}).get("growth_per_s")
+    if not intended or growth is None:
+        return None
+    if done >= LOAD_HELD * intended or growth < BACKLOG_GROWS * step["rate"]:
+        return None
+    return {
+        "rate": step["rate"],
+        "rps": step.get("rps"),
+        "intended": intended,
+        "done": done,
+        "backlog": step.get("backlog"),
+        "p99_ms": step.get("p99_ms"),
+        "response_p99_ms": step.get("response_p99_ms"),
+    }
+
+
+def _response_rose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    prev = _open_lighter(step, earlier)
+    if prev is None:
+        return None
+    for q in ("response_p50_ms", "response_p95_ms"):
+        before, now = prev.get(q), step.get(q)
+        if before and now and now >= RESPONSE_ROSE * before and now - before >= 2:
+            return {"rate": [prev["rate"], step["rate"]], q: [before, now]}
+    return None
+
+
+def _growth_in_vain(step: dict[str, Any]) -> dict[str, Any] | None:
+    """The pool grew during the warm-up and the iterations done per second did not follow."""
+    growth = [g for g in (step.get("open") or {}).get("pool_growth") or [] if g.get("done_per_s")]
+    if len(growth) < 2 or growth[-1]["done_per_s"] >= GROWTH_GAIN * growth[-2]["done_per_s"]:
+        return None
+    return {"users": [growth[-2]["users"], growth[-1]["users"]],
+            "done_per_s": [growth[-2]["done_per_s"], growth[-1]["done_per_s"]]}  # fmt: skip
+
+
+def open_verdict(
+    step: dict[str, Any], earlier: Sequence[dict[str, Any]], found: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """An open step's `generator_behind` (arrivals not started on time, and why) or `target_saturated`
+    (started on time, or held up by a target whose own latency rose, while it fell behind the rate)."""
+    late = open_late(step)
+    behind = open_fell_behind(step)
+    cpu = found.get("generator_cpu_bound")
+    if late is not None and cpu is not None:
+        return "generator_behind", {**late, "why": f"its CPU was full ({cpu.get('process')})"}
+    if late is not None:
+        # The users were all busy because the target answered slower and slower (its send-to-answer
+        # latency rose over a lighter step's), or a bigger pool got no more done: the target's limit.
+        rose = _response_rose(step, earlier) or _growth_in_vain(step)
+        if behind is not None and rose is not None:
+            return "target_saturated", {**behind, "users_held_by_target": rose, "late": late["late"]}
+        cap = (step.get("open") or {}).get("pool_cap")
+        full = " (the most --max-users allows)" if cap and late["users"] >= cap else ""
+        pool = f"{late['users']} users{full}"
+        why = f"no free user: arrivals waited for one of the pool of {pool}"
+        return "generator_behind", {**late, "why": why}
+    if behind is not None:
+        return "target_saturated", behind
+    return None
+
+
 def diagnose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """The step's diagnosis codes and, per code, the figures that triggered it; ['ok'] when nothing did."""
     found: dict[str, dict[str, Any]] = {}
@@ -444,7 +551,11 @@ def diagnose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> tuple[l
     generator_starved = (found.get("host_cpu_saturated") or {}).get("runs_generator", False) or bool(
         fds and (procs.get(fds["process"]) or {}).get("role") == model.LOADGEN
     )
-    if not generator_starved and not any(code in found for code in GENERATOR_CODES):
+    if step.get("rate") is not None:
+        verdict = open_verdict(step, earlier, found)
+        if verdict is not None and not (verdict[0] == "target_saturated" and generator_starved):
+            found[verdict[0]] = verdict[1]
+    elif not generator_starved and not any(code in found for code in GENERATOR_CODES):
         evidence = saturation(step, earlier)
         if evidence is not None:
             found["target_saturated"] = evidence

@@ -1,8 +1,9 @@
 """The runs a results folder has seen: `index.jsonl` beside the run folders, one line per finished sweep.
 
 A line says what the run was (id, folder, when it finished, the project's git revision and the target's
-where known, target, mode, inventory, spec name, user counts) and what it found (max rps, knee, verdict,
-and the baseline gate's verdict when it had one), so `loadlab runs` lists the history and charts a figure
+where known, target, mode, inventory, spec name, its model and user counts, and an open run's intended
+rates) and what it found (max rps, knee — an open run's knee and saturation rates —, verdict, and the
+baseline gate's verdict when it had one), so `loadlab runs` lists the history and charts a figure
 over it without opening every run. Lines are appended, never rewritten; one that cannot be read is
 skipped and counted.
 """
@@ -26,6 +27,17 @@ def entry(path: Path, run: dict[str, Any], summary: dict[str, Any]) -> dict[str,
     inventory = run.get("inventory") if isinstance(run.get("inventory"), dict) else {}
     git = run.get("git") if isinstance(run.get("git"), dict) else {}
     baseline = summary.get("baseline") if isinstance(summary.get("baseline"), dict) else None
+    steps = summary.get("steps") or []
+    model = summary.get("model") or ("open" if any(s.get("rate") is not None for s in steps) else "closed")
+    rates = (
+        {
+            "rates": [s.get("rate") for s in steps],
+            "knee_rate": summary.get("knee_rate"),
+            "saturation_rate": summary.get("saturation_rate"),
+        }
+        if model == "open"
+        else {}
+    )
     return {
         "id": path.name,
         "path": str(path.resolve()),
@@ -38,7 +50,9 @@ def entry(path: Path, run: dict[str, Any], summary: dict[str, Any]) -> dict[str,
         "mode": run.get("mode"),
         "inventory": (inventory or {}).get("path"),
         "spec": spec.get("name"),
-        "users": [s.get("users") for s in summary.get("steps") or []],
+        "model": model,
+        "users": [s.get("users") for s in steps],
+        **rates,
         "max_rps": summary.get("max_rps"),
         "knee_users": summary.get("knee_users"),
         "verdict": summary.get("verdict"),

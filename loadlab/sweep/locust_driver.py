@@ -130,6 +130,27 @@ class LocustWeb:
         except (httpx.HTTPError, ValueError):
             return None
 
+    def hold(self, rate: float, arrivals: str) -> dict[str, Any]:
+        """Hold `rate` arrivals per second over the workers from now on (0: the closed model again), through
+        the lab's plugin in the master (exporters/locust_open.py)."""
+        try:
+            resp = self._http.post("/loadlab/open", data={"rate": f"{rate:g}", "arrivals": arrivals})
+        except httpx.HTTPError as exc:
+            raise UserError(f"Locust master at {self.base_url} did not answer /loadlab/open: {exc}") from None
+        if resp.status_code == 404:
+            raise UserError(
+                f"the Locust master at {self.base_url} has no open model (the lab's Locust plugin, "
+                "loadlab.exporters.locust): in a lab, run ansible-playbook lab.yml again"
+            )
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = {}
+        if resp.status_code >= 400 or not answer.get("success"):
+            why = answer.get("message") or f"HTTP {resp.status_code}"
+            raise UserError(f"Locust master at {self.base_url} refused the rate {rate:g}/s: {why}")
+        return answer
+
     def window(self) -> tuple[list[EndpointStats], EndpointStats | None]:
         """Stats since the last reset, every percentile, per endpoint and aggregated."""
         return parse_requests_csv(self._request("GET", "/stats/requests/csv").text)

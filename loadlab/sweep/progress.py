@@ -21,8 +21,14 @@ def _of(index: int, total: int | None) -> str:
 def step_line(step: dict[str, Any], total: int | None) -> str:
     """One finished step as a line people read and logs keep."""
     fail = step.get("fail_ratio")
+    load = f"{step['users']} users"
+    if step.get("rate") is not None:  # an open step: the rate held, and what became of its arrivals
+        load = (
+            f"{step['rate']:g}/s ({step['users']} users)  sent {_fmt(step.get('sent_rate'), '/s', 1)}  "
+            f"dropped {_fmt(step.get('dropped'))}  late {_fmt(step.get('late'))}"
+        )
     return (
-        f"step {_of(step['index'], total)}  {step['users']} users  {_fmt(step.get('rps'), ' rps', 1)}  "
+        f"step {_of(step['index'], total)}  {load}  {_fmt(step.get('rps'), ' rps', 1)}  "
         f"p50 {_fmt(step.get('p50_ms'), ' ms')}  p95 {_fmt(step.get('p95_ms'), ' ms')}  "
         f"p99 {_fmt(step.get('p99_ms'), ' ms')}  fail {_fmt(None if fail is None else fail * 100, '%', 2)}  "
         f"sockets {_fmt(step.get('client_sockets'))}  gen cpu {_fmt(step.get('loadgen_cpu'), '', 2)}  "
@@ -62,14 +68,17 @@ class SweepProgress:
         live_users: int | None = None,
         rps: float | None = None,
         p95: float | None = None,
+        rate: float | None = None,
     ) -> None:
-        """Report the current phase (ramping, warm-up, measuring) and Locust's live figures."""
+        """Report the current phase (ramping, warm-up, measuring) and Locust's live figures; an open step
+        shows its rate beside the users behind it."""
+        load = f"{users} users" if rate is None else f"{rate:g}/s ({users} users)"
         if self._live is not None:
             clock = f" {elapsed:.0f}/{length:.0f}s" if elapsed is not None and length else ""
             running = f" ({live_users} running)" if live_users is not None and live_users != users else ""
             text = Text.assemble(
                 (f"step {_of(index, self.total)}", "bold"),
-                f"  {users} users{running}  ",
+                f"  {load}{running}  ",
                 (f"{phase}{clock}", "cyan"),
                 f"  live {_fmt(rps, ' rps', 1)}  p95 {_fmt(p95, ' ms')}",
             )
@@ -77,7 +86,7 @@ class SweepProgress:
         elif self._last_phase != (index, phase):
             self._last_phase = (index, phase)
             console.print(
-                f"step {_of(index, self.total)}: {users} users, {phase}",
+                f"step {_of(index, self.total)}: {load}, {phase}",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,

@@ -1,4 +1,10 @@
-"""report.html and its PNG plots from a run folder: the capacity table, the curves, what gave out first."""
+"""report.html and its PNG plots from a run folder: the capacity table, the curves, what gave out first.
+
+A closed sweep (user counts) is plotted against users; an open sweep (steps that held an arrival rate) is
+plotted against the intended rate: achieved rps against the rate with the y = x line, latency from each
+request's intended start beside Locust's send-to-answer latency, and the arrivals dropped or started late.
+The page says which model the run used, since their latencies mean different things.
+"""
 
 from __future__ import annotations
 
@@ -26,27 +32,57 @@ PLOTS = {
     "cpu": "cpu.png",
     "sockets": "sockets.png",
 }
+# An open sweep's plots, all against the intended rate.
+OPEN_PLOTS = {
+    "throughput": "throughput_rate.png",
+    "latency": "latency_rate.png",
+    "arrivals": "arrivals_rate.png",
+    "cpu": "cpu.png",
+    "sockets": "sockets.png",
+}
+MODEL_TEXT = {
+    "open": "open model: arrivals held at a rate; latency from each request's intended start",
+    "closed": "closed model: {users} users each waiting for its answer — latency hides queueing "
+    "(coordinated omission)",
+}
 
 
 def _by_users(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(steps, key=lambda s: (s["users"], s.get("index", 0)))
+    """Closed steps by users; open steps by intended rate."""
+    return sorted(steps, key=lambda s: (analysis.load(s), s.get("index", 0)))
 
 
-def _series(steps: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+def _series(steps: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(x, y) of a figure over the steps that have it: x is the users, or the intended rate of open steps."""
     xs, ys = [], []
     for s in steps:
         if s.get(key) is not None:
-            xs.append(s["users"])
+            xs.append(analysis.load(s))
             ys.append(float(s[key]))
     return xs, ys
 
 
-def _figure() -> tuple[Figure, Any]:
+def _figure(xlabel: str = "users") -> tuple[Figure, Any]:
     fig = Figure(figsize=(8, 4), dpi=100)
     ax = fig.subplots()
     ax.grid(True, alpha=0.3)
-    ax.set_xlabel("users")
+    ax.set_xlabel(xlabel)
     return fig, ax
+
+
+RATE_AXIS = "intended rate (arrivals/s)"
+
+
+def label(step: dict[str, Any]) -> str:
+    """A step in words: '8 users', or '300 req/s' for an open step."""
+    if step.get("rate") is not None:
+        return f"{analysis.rate_text(step['rate'])} req/s"
+    return f"{step['users']} users"
+
+
+def _axis(steps: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """The x axis of the plots (label, and the words in titles): users or the intended rate."""
+    return (RATE_AXIS, "intended rate") if analysis.is_open(steps) else ("users", "users")
 
 
 def _save(fig: Figure, title: str, path: Path, ax: Any, *twins: Any) -> None:
@@ -93,40 +129,158 @@ def plot_throughput(steps: Sequence[dict[str, Any]], summary: dict[str, Any], pa
     _save(fig, "Throughput and p95 against users", path, ax, ax2)
 
 
+def plot_open_throughput(steps: Sequence[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+    """Achieved throughput and the rate actually sent against the intended rate, with the y = x line a
+    step that kept up follows (one request per arrival), the knee and the saturation rate."""
+    steps = _by_users(steps)
+    fig, ax = _figure(RATE_AXIS)
+    xs, rps = _series(steps, "rps")
+    ax.plot(xs, rps, "o-", color="tab:blue", label="achieved (completed requests/s)")
+    sx, sent = _series(steps, "sent_rate")
+    if sx:
+        ax.plot(sx, sent, "^--", color="tab:green", label="sent (arrivals started/s)")
+    if xs:
+        top = max(xs) * 1.05
+        ax.plot([0, top], [0, top], ":", color="grey", label="y = x: every arrival answered")
+    knee = summary.get("knee_rate")
+    if knee is not None and (summary.get("knee") or {}).get("found"):
+        ax.axvline(knee, color="grey", linestyle="-.", label=f"knee: {analysis.rate_text(knee)}/s")
+    saturation = summary.get("saturation_rate")
+    if saturation is not None:
+        ax.axvline(
+            saturation, color="tab:red", linestyle=":", label=f"saturated: {analysis.rate_text(saturation)}/s"
+        )
+    ax.set_ylabel("per second")
+    _save(fig, "Achieved throughput against the intended rate", path, ax)
+
+
+def plot_open_latency(steps: Sequence[dict[str, Any]], path: Path) -> None:
+    """p50/p95/p99 from each request's intended start (solid) and Locust's send-to-answer (dashed)
+    against the intended rate: where they part, requests waited to be sent."""
+    steps = _by_users(steps)
+    fig, ax = _figure(RATE_AXIS)
+    for i, q in enumerate(("p50", "p95", "p99")):
+        xs, ys = _series(steps, f"{q}_ms")
+        ax.plot(xs, ys, "o-", color=f"C{i}", label=f"{q} from intended start")
+        rx, ry = _series(steps, f"response_{q}_ms")
+        if rx:
+            ax.plot(rx, ry, "s--", color=f"C{i}", alpha=0.7, label=f"{q} send to answer")
+    ax.set_ylabel("latency (ms)")
+    _save(fig, "Latency against the intended rate", path, ax)
+
+
+def plot_open_arrivals(steps: Sequence[dict[str, Any]], path: Path) -> None:
+    """The share of each step's arrivals dropped (never started) or started late, against the rate."""
+    steps = _by_users(steps)
+    fig, ax = _figure(RATE_AXIS)
+    for key, style, words in (("dropped", "o-", "dropped"), ("late", "s--", "started late")):
+        pts = [
+            (float(s["rate"]), 100.0 * s[key] / s["intended"])
+            for s in steps
+            if isinstance(s.get(key), int | float)
+            and isinstance(s.get("intended"), int | float)
+            and s["intended"]
+        ]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), style, label=f"{words} (% of arrivals)")
+    ax.set_ylabel("% of the step's arrivals")
+    _save(fig, "Arrivals dropped or started late against the intended rate", path, ax)
+
+
 def plot_cpu(steps: Sequence[dict[str, Any]], path: Path) -> None:
     """CPU of Locust and of the target (totals over all hosts) and of the busiest Locust process against
-    users, with the one-core line a single process cannot pass."""
+    users (open steps: the intended rate), with the one-core line a single process cannot pass."""
     steps = _by_users(steps)
-    fig, ax = _figure()
+    xlabel, words = _axis(steps)
+    fig, ax = _figure(xlabel)
     gx, gy = _series(steps, "loadgen_cpu")
     tx, ty = _series(steps, "target_cpu")
-    busiest = [(s["users"], s["loadgen_cpu_busiest"]["cpu"]) for s in steps if s.get("loadgen_cpu_busiest")]
+    busiest = [
+        (analysis.load(s), s["loadgen_cpu_busiest"]["cpu"]) for s in steps if s.get("loadgen_cpu_busiest")
+    ]
     ax.plot(gx, gy, "o-", color="tab:orange", label="Locust, all processes")
     if busiest:
         ax.plot(*zip(*busiest, strict=True), "^--", color="tab:red", label="busiest Locust process")
     ax.plot(tx, ty, "s-", color="tab:green", label="target, all its processes")
     ax.axhline(1.0, color="grey", linestyle=":", label="one core")
     ax.set_ylabel("CPU (cores)")
-    _save(fig, "CPU against users", path, ax)
+    _save(fig, f"CPU against {words}", path, ax)
 
 
 def plot_sockets(steps: Sequence[dict[str, Any]], path: Path) -> None:
-    """Established client sockets toward the target against users; a healthy run follows one per user."""
+    """Established client sockets toward the target against users; a healthy run follows one per user. An
+    open run's against the intended rate, beside the users of the pool that served each rate."""
     steps = _by_users(steps)
-    fig, ax = _figure()
+    xlabel, words = _axis(steps)
+    fig, ax = _figure(xlabel)
     sx, sy = _series(steps, "client_sockets")
     ax.plot(sx, sy, "o-", color="tab:purple", label="established client sockets (median)")
-    if steps:
+    if steps and analysis.is_open(steps):
+        ux, uy = _series(steps, "users")
+        ax.plot(ux, uy, "s--", color="grey", alpha=0.6, label="users in the pool")
+    elif steps:
         top = max(s["users"] for s in steps)
         ax.plot([0, top], [0, top], "--", color="grey", alpha=0.6, label="one socket per user")
     ax.set_ylabel("sockets")
-    _save(fig, "Client sockets against users", path, ax)
+    _save(fig, f"Client sockets against {words}", path, ax)
 
 
 def _cell(value: Any, fmt: str = "{}") -> str:
     if value is None:
         return "<td>–</td>"
     return f"<td>{html.escape(fmt.format(value))}</td>"
+
+
+def _open_capacity_table(steps: Sequence[dict[str, Any]], knee_rate: float | None) -> str:
+    """An open sweep's table: per intended rate the pool, what was sent, dropped and late, and latency
+    from intended start beside send-to-answer."""
+    head = (
+        "<tr><th>step</th><th>rate /s</th><th>users (pool)</th><th>rps</th><th>sent</th><th>dropped</th>"
+        "<th>late</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>send-to-answer p50/p95/p99 ms</th>"
+        "<th>lateness p99 ms</th><th>backlog growth /s</th><th>fail %</th><th>client sockets</th>"
+        "<th>Locust CPU</th><th>busiest Locust process</th><th>target CPU</th><th>busiest target host</th>"
+        "<th>diagnosis</th></tr>"
+    )
+    rows = []
+    for s in steps:
+        knee = knee_rate is not None and s.get("rate") is not None and float(s["rate"]) == float(knee_rate)
+        cls = ' class="knee"' if knee else ""
+        fail = None if s.get("fail_ratio") is None else s["fail_ratio"] * 100
+        response = [s.get(f"response_{q}_ms") for q in ("p50", "p95", "p99")]
+        sent = None
+        if s.get("sent") is not None:
+            sent = f"{s['sent']:g}" + (f" of {s['intended']:g}" if s.get("intended") is not None else "")
+        diag = " ".join(
+            f'<span class="diag {html.escape(d)}">{html.escape(d)}</span>' for d in s.get("diagnosis") or []
+        )
+        rows.append(
+            f"<tr{cls}>"
+            + _cell(s.get("index", 0) + 1)
+            + _cell(analysis.rate_text(s.get("rate")))
+            + _cell(s.get("users"))
+            + _cell(s.get("rps"), "{:.1f}")
+            + _cell(sent)
+            + _cell(s.get("dropped"), "{:g}")
+            + _cell(s.get("late"), "{:g}")
+            + _cell(s.get("p50_ms"), "{:g}")
+            + _cell(s.get("p95_ms"), "{:g}")
+            + _cell(s.get("p99_ms"), "{:g}")
+            + _cell(
+                None
+                if all(r is None for r in response)
+                else " / ".join("–" if r is None else f"{r:g}" for r in response)
+            )
+            + _cell(s.get("lateness_p99_ms"), "{:g}")
+            + _cell((s.get("backlog") or {}).get("growth_per_s"), "{:.3g}")
+            + _cell(fail, "{:.2f}")
+            + _cell(s.get("client_sockets"), "{:g}")
+            + _cell(s.get("loadgen_cpu"), "{:.2f}")
+            + _cell(_busiest_process(s.get("loadgen_cpu_busiest")))
+            + _cell(s.get("target_cpu"), "{:.2f}")
+            + _cell(_busiest_host(s.get("target_cpu_busiest_host")))
+            + f"<td>{diag}</td></tr>"
+        )
+    return f'<table class="capacity">{head}{"".join(rows)}</table>'
 
 
 def _capacity_table(steps: Sequence[dict[str, Any]], knee_users: int | None) -> str:
@@ -193,7 +347,7 @@ def _evidence(steps: Sequence[dict[str, Any]]) -> str:
         for code, figures in (s.get("diagnosis_evidence") or {}).items():
             text = ", ".join(f"{k} {json.dumps(v)}" for k, v in figures.items())
             items.append(
-                f"<li>step {s.get('index', 0) + 1} ({s['users']} users): <b>{html.escape(code)}</b>"
+                f"<li>step {s.get('index', 0) + 1} ({html.escape(label(s))}): <b>{html.escape(code)}</b>"
                 f"{_where(figures)} — {html.escape(text)}</li>"
             )
     return f"<ul>{''.join(items)}</ul>" if items else "<p>Every step was ok.</p>"
@@ -254,7 +408,7 @@ def _step_resources(s: dict[str, Any]) -> str:
         for host, figures in (res.get(section) or {}).items()
     ]
     return (
-        f"<details><summary>step {s.get('index', 0) + 1}: {s['users']} users "
+        f"<details><summary>step {s.get('index', 0) + 1}: {html.escape(label(s))} "
         f"({html.escape(str(res.get('source', '–')))})</summary>"
         "<table><tr><th>host</th><th>cores</th><th>CPU %</th><th>CPU from</th><th>memory used GiB</th>"
         "<th>memory GiB</th><th>shared machine</th><th>client sockets</th><th>server sockets</th></tr>"
@@ -288,7 +442,7 @@ def _endpoints(steps: Sequence[dict[str, Any]]) -> str:
             for e in s.get("endpoints") or []
         )
         parts.append(
-            f"<details><summary>step {s.get('index', 0) + 1}: {s['users']} users</summary><table>"
+            f"<details><summary>step {s.get('index', 0) + 1}: {html.escape(label(s))}</summary><table>"
             "<tr><th>method</th><th>name</th><th>requests</th><th>rps</th><th>p50 ms</th><th>p95 ms</th>"
             f"<th>p99 ms</th><th>fail %</th></tr>{rows}</table></details>"
         )
@@ -299,7 +453,7 @@ def _broken(threshold: dict[str, Any]) -> str:
     failed = threshold.get("failed_steps") or []
     if not failed and not threshold.get("checked_steps", 1):
         return "no step measured"
-    return ", ".join(f"{f['users']} users: {f['value']}" for f in failed)
+    return ", ".join(f"{label(f)}: {f['value']}" for f in failed)
 
 
 _CSS = """
@@ -359,6 +513,20 @@ def render_html(
         if summary.get("knee_users") is not None
         else "–"
     )
+    open_run = analysis.is_open(steps)
+    plots = OPEN_PLOTS if open_run else PLOTS
+    if open_run:
+        knee_text, usl_text = _open_knee_text(summary)
+    at_max = (
+        f" at {analysis.rate_text(summary['max_rps_rate'])} req/s"
+        if open_run and summary.get("max_rps_rate") is not None
+        else (f" at {summary.get('max_rps_users')} users" if summary.get("max_rps_users") else "")
+    )
+    capacity = (
+        _open_capacity_table(_by_users(steps), summary.get("knee_rate"))
+        if open_run
+        else _capacity_table(steps, summary.get("knee_users"))
+    )
     thresholds = "".join(
         f"<tr><td>{html.escape(t['expr'])}</td><td>{'pass' if t['passed'] else 'fail'}</td>"
         f"<td>{html.escape(_broken(t))}</td></tr>"
@@ -369,7 +537,7 @@ def render_html(
         if thresholds
         else "<p>No thresholds were set.</p>"
     )
-    figures = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in PLOTS.values())
+    figures = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in plots.values())
     panel_html = (
         "<h2>Lab panels (Prometheus)</h2><div class='figures'>"
         + "".join(f'<img src="{html.escape(p)}" alt="{html.escape(p)}">' for p in panels)
@@ -392,15 +560,15 @@ def render_html(
         html.escape(status)
     }</p>
 <dl>
+<dt>Model</dt><dd class="model">{html.escape(model_text(steps))}</dd>
 <dt>Recommendation</dt><dd>{html.escape(rec.get("text", "–"))}</dd>
-<dt>Max throughput</dt><dd>{"–" if max_rps is None else f"{max_rps:.1f} rps"}{
-        f" at {summary.get('max_rps_users')} users" if summary.get("max_rps_users") else ""
-    }</dd>
+<dt>Max throughput</dt><dd>{"–" if max_rps is None else f"{max_rps:.1f} rps"}{html.escape(at_max)}</dd>
 <dt>Knee</dt><dd>{html.escape(knee_text)}</dd>
-<dt>USL fit</dt><dd>{html.escape(usl_text)}</dd>
-<dt>Steps</dt><dd>{html.escape(", ".join(str(u) for u in spec.get("users", [])))} users; window
-{steps[0].get("window_s") if steps else "–"} s after {steps[0].get("warmup_s") if steps else "–"} s warm-up,
-spawn rate {spec.get("spawn_rate")}/s</dd>
+<dt>{"Saturation" if open_run else "USL fit"}</dt><dd>{html.escape(usl_text)}</dd>
+<dt>Steps</dt><dd>{html.escape(_steps_text(spec, steps))}; window
+{steps[0].get("window_s") if steps else "–"} s after {steps[0].get("warmup_s") if steps else "–"} s warm-up{
+        "" if open_run else f", spawn rate {spec.get('spawn_rate')}/s"
+    }</dd>
 <dt>Locust</dt><dd>{html.escape(str(versions.get("locust")))}{
         f", {run['workers']} workers on this machine" if run.get("workers") else " (the lab's master)"
     }</dd>
@@ -409,7 +577,7 @@ spawn rate {spec.get("spawn_rate")}/s</dd>
     }</dd>
 </dl>
 <h2>Capacity</h2>
-{_capacity_table(steps, summary.get("knee_users"))}
+{capacity}
 <h2>Curves</h2>
 <div class="figures">{figures}</div>
 <h2>Thresholds</h2>
@@ -424,6 +592,54 @@ spawn rate {spec.get("spawn_rate")}/s</dd>
 {panel_html}
 </body></html>
 """
+
+
+def model_text(steps: Sequence[dict[str, Any]]) -> str:
+    """Which model the run used, and what its latency means."""
+    if analysis.is_open(steps):
+        return MODEL_TEXT["open"]
+    users = sorted({s["users"] for s in steps})
+    counts = "–" if not users else (str(users[0]) if len(users) == 1 else f"{users[0]} to {users[-1]}")
+    return MODEL_TEXT["closed"].format(users=counts)
+
+
+def _steps_text(spec: dict[str, Any], steps: Sequence[dict[str, Any]]) -> str:
+    """The planned steps: '2, 4, 8 users', or an open sweep's '100, 200 req/s (even arrivals)'."""
+    if not analysis.is_open(steps):
+        return f"{', '.join(str(u) for u in spec.get('users', []))} users"
+    rates = spec.get("rates") or [s["rate"] for s in steps]
+    arrivals = ((steps[0].get("open") or {}).get("arrivals") or spec.get("arrivals")) if steps else None
+    return f"{', '.join(analysis.rate_text(r) for r in rates)} req/s" + (
+        f" ({arrivals} arrivals)" if arrivals else ""
+    )
+
+
+def _open_knee_text(summary: dict[str, Any]) -> tuple[str, str]:
+    """An open run's knee (the last rate that kept up) and saturation rate, in words."""
+    knee = summary.get("knee") or {}
+    rate = summary.get("knee_rate")
+    if not knee.get("found"):
+        knee_text = (
+            "–"
+            if rate is None
+            else f"{analysis.rate_text(rate)} req/s (every step kept up with its arrivals)"
+        )
+    else:
+        behind = analysis.behind_text(knee.get("fell_behind") or {})
+        first = (
+            "none: even the lightest rate" if rate is None else f"{analysis.rate_text(rate)} req/s; the next"
+        )
+        knee_text = (
+            f"{first}, {analysis.rate_text(knee.get('next_rate'))} req/s, did not keep up "
+            f"({knee.get('side', 'target')}: {behind})"
+        )
+    saturation = summary.get("saturation_rate")
+    saturation_text = (
+        f"the target fell behind from {analysis.rate_text(saturation)} req/s"
+        if saturation is not None
+        else "the target kept up with every rate measured"
+    ) + " (no USL fit: it models throughput against users)"
+    return knee_text, saturation_text
 
 
 def _lab_hosts(index: dict[str, Any] | None, run: dict[str, Any]) -> str:
@@ -471,7 +687,7 @@ def render_lab_panels(path: Path, run: dict[str, Any], steps: Sequence[dict[str,
         from loadlab.dashboards.render import Step, render_panels
     except ImportError:
         return []
-    windows = [Step(s["window_start"], s["window_end"], f"{s['users']} users") for s in steps]
+    windows = [Step(s["window_start"], s["window_end"], label(s)) for s in steps]
     try:
         return render_panels(
             prometheus_url,
@@ -501,7 +717,12 @@ def write_report(path: Path, panels: bool = False) -> Path:
 
         spec = run_dir.read_spec(run)
         summary = summarize(steps, spec.parsed_thresholds(), spec.planned_steps(steps), search=spec.search)
-    plot_throughput(steps, summary, path / PLOTS["throughput"])
+    if analysis.is_open(steps):
+        plot_open_throughput(steps, summary, path / OPEN_PLOTS["throughput"])
+        plot_open_latency(steps, path / OPEN_PLOTS["latency"])
+        plot_open_arrivals(steps, path / OPEN_PLOTS["arrivals"])
+    else:
+        plot_throughput(steps, summary, path / PLOTS["throughput"])
     plot_cpu(steps, path / PLOTS["cpu"])
     plot_sockets(steps, path / PLOTS["sockets"])
     if panels:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import re
 import socket
 import statistics
@@ -164,9 +165,12 @@ class _CpuTrack:
                 self.first[proc.pid] = 0.0 if born_inside else total
             self.last[proc.pid] = total
 
+    def used(self) -> float:
+        """CPU seconds the processes used since the window began (as far as they were seen)."""
+        return sum(self.last[p] - self.first[p] for p in self.last)
+
     def cores(self, seconds: float) -> float:
-        used = sum(self.last[p] - self.first[p] for p in self.last)
-        return used / seconds if seconds > 0 else 0.0
+        return self.used() / seconds if seconds > 0 else 0.0
 
     def busiest(self, seconds: float) -> float:
         """The one process that used the most CPU, in cores."""
@@ -178,6 +182,8 @@ class Sampler:
     """In-process sampling for one window on this machine, into the same model PrometheusWindow fills.
 
     Every process is keyed with `host`, this machine's name in the lab (the inventory's, else its hostname).
+    Samples are taken every `interval` seconds from the window's start (on that schedule, not drifting by
+    the time a sample takes), and one when the window closes; `series()` gives the window sample by sample.
     """
 
     def __init__(
@@ -219,6 +225,8 @@ class Sampler:
         self._pool: dict[str, tuple[list[float], list[float]]] = {}
         self._fds: dict[str, float] = {}  # group -> peak share of its open-files limit one process held
         self._tcp: dict[str, list[float]] = {"ephemeral_ports_used_ratio": [], "time_wait": []}
+        # Per sample: (when, the machine's CPU times, group -> (when read, CPU seconds used in the window)).
+        self._ticks: list[tuple[float, Any, dict[str, tuple[float, float]]]] = []
         self._overflows0 = _listen_overflows()
         if self._app_metrics and self._http is None:
             self._http = httpx.Client(timeout=2.0, trust_env=False)
@@ -228,14 +236,21 @@ class Sampler:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        due = 1
+        while not self._stop.wait(max(0.0, self._mono0 + due * self.interval - time.monotonic())):
             self._tick()
+            # The next sample on the schedule; one that a slow sample overran is skipped, not crowded in.
+            due = max(due + 1, math.floor((time.monotonic() - self._mono0) / self.interval) + 1)
 
     def _tick(self) -> None:
         with self._lock:
+            machine = (time.monotonic(), psutil.cpu_times())
+            used: dict[str, tuple[float, float]] = {}
             for name, proc in self._locust().items():
                 name = name if name.startswith("locust") else f"locust-{name}"
-                self._cpu.setdefault(name, _CpuTrack(self._t0)).see([proc])
+                cpu = self._cpu.setdefault(name, _CpuTrack(self._t0))
+                cpu.see([proc])
+                used[name] = (time.monotonic(), cpu.used())
                 sched = _schedstat(proc.pid)
                 track = self._runnable.get(name)
                 if sched is not None and (track is None or track.pid != proc.pid):
@@ -245,8 +260,11 @@ class Sampler:
                 self._see_fds(name, [proc])
             for group in (self._target(), self._others()):
                 for name, procs in group.items():
-                    self._cpu.setdefault(name, _CpuTrack(self._t0)).see(procs)
+                    cpu = self._cpu.setdefault(name, _CpuTrack(self._t0))
+                    cpu.see(procs)
+                    used[name] = (time.monotonic(), cpu.used())
                     self._see_fds(name, procs)
+            self._ticks.append((*machine, used))
             with contextlib.suppress(OSError):
                 sampled = sample_sockets([self.port])
                 counts = dict(sampled.items())
@@ -323,6 +341,45 @@ class Sampler:
                 }
             return model.to_dict()
 
+    def series(self) -> dict[str, Any] | None:
+        """The last window sample by sample, in the shape PrometheusWindow.series() gives, for the step's
+        samples: each process group's CPU (cores, keyed `host/group` as in the step's resources) and this
+        host's busy share, one value per sample interval (from one sample to the next), `t` the interval
+        ends in seconds since the window began and `interval_s` the sampling interval. A group missing from
+        either end of an interval has no value there (None). A sample closer than half an interval to the
+        one before (the window closed just after a scheduled sample) ends no interval: the series stops at
+        the last whole one, as Prometheus's does at the last whole scrape interval. None before a window
+        has two samples; call it after stop()."""
+        with self._lock:
+            ticks = list(getattr(self, "_ticks", []))
+        if len(ticks) < 2:
+            return None
+        kept = [ticks[0]]
+        for tick in ticks[1:]:
+            if tick[0] - kept[-1][0] >= self.interval / 2:
+                kept.append(tick)
+        if len(kept) < 2:
+            return None
+        names = sorted({name for _, _, used in kept for name in used})
+        processes: dict[str, list[float | None]] = {key(self.host, name): [] for name in names}
+        busy: list[float | None] = []
+        for (_, times0, used0), (_, times1, used1) in zip(kept, kept[1:], strict=False):
+            share = _busy_share(times0, times1, digits=4)
+            busy.append(share)
+            for name in names:
+                a, b = used0.get(name), used1.get(name)
+                value = (
+                    (b[1] - a[1]) / (b[0] - a[0]) if a is not None and b is not None and b[0] > a[0] else None
+                )
+                processes[key(self.host, name)].append(None if value is None else round(value, 4))
+        return {
+            "source": "sampled",
+            "interval_s": self.interval,
+            "t": [round(t - self._mono0, 3) for t, _, _ in kept[1:]],
+            "processes": processes,
+            "hosts": {self.host: busy},
+        }
+
 
 def _listen_overflows() -> int | None:
     try:
@@ -345,10 +402,11 @@ def _fds_limit_ratio(procs: Iterable[psutil.Process]) -> float | None:
     return best
 
 
-def _busy_share(a: Any, b: Any) -> float | None:
+def _busy_share(a: Any, b: Any, digits: int = 3) -> float | None:
+    """The machine's busy share (not idle, not waiting for I/O) between two psutil.cpu_times() readings."""
     idle = (b.idle - a.idle) + (getattr(b, "iowait", 0.0) - getattr(a, "iowait", 0.0))
     total = sum(b) - sum(a)
-    return round(1.0 - idle / total, 3) if total > 0 else None
+    return round(1.0 - idle / total, digits) if total > 0 else None
 
 
 def _spread(values: list[int]) -> dict[str, Any] | None:

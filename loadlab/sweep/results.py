@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import subprocess
@@ -19,7 +20,7 @@ from loadlab.console import UserError
 from loadlab.inputs import read_text
 from loadlab.sweep import analysis
 from loadlab.sweep.samples import SAMPLES_DIR
-from loadlab.sweep.search import SearchSpec
+from loadlab.sweep.search import RateSearchSpec, SearchSpec
 from loadlab.sweep.search import outcome as capacity_outcome
 from loadlab.sweep.spec import SweepSpec
 from loadlab.sweep.thresholds import Threshold, evaluate, verdict
@@ -36,7 +37,8 @@ RUN_FILES = (RUN, STEPS_JSONL, SUMMARY, STEPS_CSV, REPORT)
 _NUMERIC_STEP_FIELDS = (
     "rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "requests", "failures", "fail_ratio",
     "client_sockets", "server_sockets", "loadgen_cpu", "target_cpu", "window_s", "warmup_s", "window_start",
-    "window_end",
+    "window_end", "intended", "sent", "sent_rate", "dropped", "late", "lateness_p99_ms", "response_p50_ms",
+    "response_p95_ms", "response_p99_ms",
 )  # fmt: skip
 
 CSV_COLUMNS = [
@@ -61,9 +63,28 @@ CSV_COLUMNS = [
     "window_start",
     "window_end",
 ]
+# An open sweep's steps.csv adds these (a closed sweep's keeps CSV_COLUMNS): the intended rate first,
+# then what was sent of it, then Locust's own send-to-answer percentiles and the backlog.
+OPEN_CSV_COLUMNS = ["index", "rate", "users", "rps", "intended", "sent", "sent_rate", "dropped", "late",
+                    "lateness_p99_ms"]  # fmt: skip
+OPEN_CSV_TAIL = ["response_p50_ms", "response_p95_ms", "response_p99_ms", "backlog_start", "backlog_end",
+                 "backlog_growth_per_s"]  # fmt: skip
 
-# The per-step fields summary.json carries (the documented contract first, then the additions).
+
+def csv_columns(steps: Sequence[dict[str, Any]]) -> list[str]:
+    """steps.csv's header: CSV_COLUMNS, and for an open sweep its rate, arrival and backlog columns too
+    (p50_ms..p99_ms are then from each request's intended start, response_* from its send)."""
+    if not analysis.is_open(steps):
+        return CSV_COLUMNS
+    rest = [c for c in CSV_COLUMNS if c not in OPEN_CSV_COLUMNS]
+    cut = rest.index("requests")
+    return [*OPEN_CSV_COLUMNS, *rest[:cut], *OPEN_CSV_TAIL, *rest[cut:]]
+
+
+# The per-step fields summary.json carries (the documented contract first, then the additions); a field a
+# step lacks (a closed step has no `rate`) is left out.
 SUMMARY_STEP_FIELDS = [
+    "rate",
     "users",
     "rps",
     "p50_ms",
@@ -94,6 +115,17 @@ SUMMARY_STEP_FIELDS = [
     "load",
     "ssh_reconnects",
     "samples",
+    "intended",
+    "sent",
+    "sent_rate",
+    "dropped",
+    "late",
+    "lateness_p99_ms",
+    "response_p50_ms",
+    "response_p95_ms",
+    "response_p99_ms",
+    "backlog",
+    "open",
 ]
 
 
@@ -120,6 +152,11 @@ def _step_problem(step: Any) -> str | None:
     index = step.get("index")
     if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
         return f"index is {index!r}"
+    rate = step.get("rate")
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or rate <= 0
+    ):
+        return f"rate is {rate!r}"
     for key in _NUMERIC_STEP_FIELDS:
         value = step.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -129,10 +166,23 @@ def _step_problem(step: Any) -> str | None:
         isinstance(diagnosis, list) and all(isinstance(d, str) for d in diagnosis)
     ):
         return f"diagnosis is {diagnosis!r}"
-    for key, kind in (("endpoints", list), ("errors", list), ("resources", dict)):
+    for key, kind in (
+        ("endpoints", list),
+        ("errors", list),
+        ("resources", dict),
+        ("backlog", dict),
+        ("open", dict),
+    ):
         if step.get(key) is not None and not isinstance(step[key], kind):
             return f"{key} is {type(step[key]).__name__}, not {kind.__name__}"
     return None
+
+
+def _as_planned(planned: Any, step: dict[str, Any]) -> bool:
+    """The record measured the planned step: its intended rate (open) or its user count (closed)."""
+    if step.get("rate") is not None:
+        return isinstance(planned, int | float) and math.isclose(float(planned), float(step["rate"]))
+    return planned == step["users"]
 
 
 @dataclass
@@ -284,8 +334,9 @@ class RunDir:
     def scan_steps(self, planned: Sequence[int] | None = None) -> StepLines:
         """Every line of steps.jsonl sorted into good step records and damaged lines; writes nothing.
 
-        With `planned` (the spec's user counts) a record is good only where its index names a planned
-        step with the same user count and no earlier line recorded that step.
+        With `planned` (the spec's user counts, or its rates for an open sweep) a record is good only where
+        its index names a planned step with the same user count (intended rate) and no earlier line recorded
+        that step.
         """
         path = self.path / STEPS_JSONL
         scan = StepLines()
@@ -308,8 +359,11 @@ class RunDir:
             if why is None:
                 step.setdefault("index", len(scan.steps))
                 index = step["index"]
-                if planned is not None and (index >= len(planned) or planned[index] != step["users"]):
-                    why = f"step {index} with {step['users']} users is not in the run's plan"
+                if planned is not None and (index >= len(planned) or not _as_planned(planned[index], step)):
+                    what = (
+                        f"rate {step['rate']}/s" if step.get("rate") is not None else f"{step['users']} users"
+                    )
+                    why = f"step {index} with {what} is not in the run's plan"
                 elif any(s["index"] == index for s in scan.steps):
                     why = f"a second record of step {index}"
             if why is not None:
@@ -355,15 +409,20 @@ class RunDir:
         self.write_csv(all_steps)
 
     def write_csv(self, steps: Sequence[dict[str, Any]]) -> None:
+        columns = csv_columns(steps)
         lines: list[list[Any]] = []
         for s in steps:
-            row = {k: s.get(k) for k in CSV_COLUMNS}
+            row = {k: s.get(k) for k in columns}
             row["diagnosis"] = ";".join(s.get("diagnosis") or [])
-            lines.append(["" if row[k] is None else row[k] for k in CSV_COLUMNS])
+            backlog = s.get("backlog") if isinstance(s.get("backlog"), dict) else {}
+            for key in ("start", "end", "growth_per_s"):
+                if f"backlog_{key}" in row:
+                    row[f"backlog_{key}"] = backlog.get(key)
+            lines.append(["" if row[k] is None else row[k] for k in columns])
         tmp = self.path / f".{STEPS_CSV}.tmp"
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(columns)
             writer.writerows(lines)
         os.replace(tmp, self.path / STEPS_CSV)
 
@@ -396,18 +455,20 @@ def summarize(
     thresholds: Sequence[Threshold],
     planned_steps: int,
     interrupted: str | None = None,
-    search: SearchSpec | None = None,
+    search: SearchSpec | RateSearchSpec | None = None,
 ) -> dict[str, Any]:
-    """summary.json: the contract's fields (steps, max_rps, knee_users, usl, thresholds, verdict) first;
-    a capacity search adds `capacity` (what the stack carried and what gave out first)."""
+    """summary.json: `model` ('closed' for steps of user counts, 'open' for steps of arrival rates), then the
+    contract's fields (steps, max_rps, knee_users, usl, thresholds, verdict); a capacity search adds
+    `capacity` (what the stack carried and what gave out first). An open sweep's summary has `knee_rate`,
+    `saturation_rate` and `max_rps_rate` in place of knee_users and max_rps_users, and no USL fit (null)."""
+    if analysis.is_open(steps):
+        return _summarize_open(steps, thresholds, planned_steps, interrupted, search)
     knee = analysis.knee(steps)
     checks = evaluate(thresholds, steps)
-    p95_gate = next(
-        (t.limit for t in thresholds if t.metric == "p95" and t.at_users is None and t.op in ("<", "<=")),
-        None,
-    )
+    p95_gate = _p95_gate(thresholds)
     max_rps = analysis.max_rps(steps)
     summary = {
+        "model": "closed",
         "steps": [{k: s.get(k) for k in SUMMARY_STEP_FIELDS if k in s} for s in steps],
         "max_rps": max_rps,
         "knee_users": knee["users"],
@@ -427,6 +488,54 @@ def summarize(
         capacity = summary["capacity"] = capacity_outcome(search, steps, thresholds)
         summary["recommendation"] = {
             "users": capacity["users"],
+            "rps": capacity["rps"],
+            "p95_ms": capacity["p95_ms"],
+            "text": capacity["text"],
+        }
+    return summary
+
+
+def _p95_gate(thresholds: Sequence[Threshold]) -> float | None:
+    """The p95 every step must stay under (a `p95<X` threshold without @), for the recommendation."""
+    return next(
+        (t.limit for t in thresholds if t.metric == "p95" and t.everywhere and t.op in ("<", "<=")),
+        None,
+    )
+
+
+def _summarize_open(
+    steps: Sequence[dict[str, Any]],
+    thresholds: Sequence[Threshold],
+    planned_steps: int,
+    interrupted: str | None,
+    search: SearchSpec | RateSearchSpec | None,
+) -> dict[str, Any]:
+    """summary.json of an open sweep: steps by intended rate, the knee and saturation rates, no USL."""
+    ordered = sorted(steps, key=lambda s: (float(s["rate"]), s.get("index", 0)))
+    knee = analysis.open_knee(steps)
+    checks = evaluate(thresholds, steps)
+    max_rps = analysis.max_rps(steps)
+    summary: dict[str, Any] = {
+        "model": "open",
+        "steps": [{k: s.get(k) for k in SUMMARY_STEP_FIELDS if k in s} for s in ordered],
+        "max_rps": max_rps,
+        "knee_rate": knee["rate"],
+        "saturation_rate": analysis.saturation_rate(steps),
+        "usl": None,  # the USL models throughput against users; an open run reports saturation_rate
+        "thresholds": [{"expr": c["expr"], "passed": c["passed"], **c} for c in checks],
+        "verdict": verdict(checks),
+        "knee": knee,
+        "max_rps_rate": next((s["rate"] for s in ordered if s.get("rps") == max_rps), None),
+        "recommendation": analysis.open_recommendation(steps, _p95_gate(thresholds), checks),
+        "complete": len(steps) >= planned_steps and interrupted is None,
+        "planned_steps": planned_steps,
+        "finished_steps": len(steps),
+        "interrupted": interrupted,
+    }
+    if search is not None:
+        capacity = summary["capacity"] = capacity_outcome(search, steps, thresholds)
+        summary["recommendation"] = {
+            "rate": capacity["rate"],
             "rps": capacity["rps"],
             "p95_ms": capacity["p95_ms"],
             "text": capacity["text"],

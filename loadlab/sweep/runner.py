@@ -31,7 +31,7 @@ from loadlab.lab import Host, Lab, project_dir
 from loadlab.remote import RemoteHosts
 from loadlab.sweep import resources as res
 from loadlab.sweep import samples
-from loadlab.sweep.diagnosis import diagnose
+from loadlab.sweep.diagnosis import GROWTH_GAIN, diagnose
 from loadlab.sweep.lab_view import LabView
 from loadlab.sweep.locust_driver import WORKER_REPORT_INTERVAL, EndpointStats, LocalLocust, LocustWeb
 from loadlab.sweep.progress import SweepProgress
@@ -49,6 +49,15 @@ LAB_RETRY = 30.0
 STATS_CACHE = 2.0  # seconds Locust's web UI caches /stats/requests (locust.web.DEFAULT_CACHE_TIME)
 # Locust's live figures on the terminal: current rps and p95 over its last ~10 s.
 _LIVE_P95 = "response_time_percentile_0.95"
+# The open model's pool: Little's law (users = rate x time each iteration holds a user), with this headroom,
+# on the latency seen (the last open step's send-to-answer p95; the first step assumes FIRST_LATENCY_S).
+POOL_HEADROOM = 1.5
+FIRST_LATENCY_S = 0.1
+# After the warm-up, arrivals still waiting for a free user beyond this share of a second's arrivals mean
+# the pool is short: it grows (Little's law on the latency seen, at least doubling) and warms up again,
+# at most POOL_GROWTHS times, never past --max-users.
+WAITING_SHORT = 0.1
+POOL_GROWTHS = 4
 
 
 class Interrupted(Exception):
@@ -244,7 +253,9 @@ class SweepRunner:
         self._collectors: list[Any] = []
         self._told_prometheus = False
         self._load: list[tuple[float, int | None, int | None]] = []  # (time, users, workers) in the window
-        self.progress = SweepProgress(None if self.spec.search else len(self.spec.users))
+        self._rate: float | None = None  # the rate the step in progress holds (an open sweep)
+        self._pool_growth: list[dict[str, Any]] = []  # the pools it warmed up with, and what they got done
+        self.progress = SweepProgress(None if self.spec.search else self.spec.planned_steps([]))
         self.annotator = _Annotator(plan)
 
     # -- setup ---------------------------------------------------------------------------------------
@@ -465,24 +476,30 @@ class SweepRunner:
             self._check()
             raise
 
-    def _ramp(self, index: int, users: int) -> None:
+    def _ramp(self, index: int, users: int, spawn_rate: float | None = None) -> None:
         assert self.web is not None
         lab_mode = self.plan.mode == "lab"
         classes = (self.spec.user_classes or self.plan.lab.default_user_classes) if lab_mode else None
-        answer = self.web.swarm(users, self.spec.spawn_rate, self.plan.host, classes)
+        spawn_rate = spawn_rate or self.spec.spawn_rate
+        answer = self.web.swarm(users, spawn_rate, self.plan.host, classes)
         if classes and "user_classes" not in answer:
             raise UserError(
                 "the lab's Locust master cannot pick user classes (start it with --class-picker) "
                 f"and this sweep asks for {', '.join(classes)}"
             )
         before = self.steps[-1]["users"] if self.steps else 0
-        limit = max(users, before) / self.spec.spawn_rate * 1.5 + 30.0
+        limit = max(users, before) / spawn_rate * 1.5 + 30.0
         started = time.monotonic()
         while True:
             self._check()
             stats = self._live()
             self.progress.update(
-                index, users, "ramping", live_users=stats.get("user_count"), rps=stats.get("current_rps")
+                index,
+                users,
+                "ramping",
+                live_users=stats.get("user_count"),
+                rps=stats.get("current_rps"),
+                rate=self._rate,
             )
             if stats.get("state") == "running" and stats.get("user_count") == users:
                 return
@@ -523,13 +540,65 @@ class SweepRunner:
                 live_users=stats.get("user_count"),
                 rps=rps,
                 p95=p95,
+                rate=self._rate,
             )
             time.sleep(min(1.0, max(0.05, seconds - (time.monotonic() - begin))))
 
-    def _measure(self, index: int, users: int) -> dict[str, Any]:
+    def _workers(self) -> int:
+        return max(1, int(self._live().get("worker_count") or 1))
+
+    def _pool(self, rate: float, latency_s: float) -> int:
+        """Users behind `rate` (Little's law on `latency_s`, with headroom), a multiple of the workers (each
+        holds an even share of the rate), at most --max-users."""
+        workers = self._workers()
+        cap = max(workers, self.spec.max_users // workers * workers)
+        wanted = rate * latency_s * POOL_HEADROOM
+        if not wanted < cap:
+            return cap
+        need = max(workers, math.ceil(wanted))
+        return min(math.ceil(need / workers) * workers, cap)
+
+    def _open_ramp(self, index: int, rate: float) -> int:
+        """Hold `rate`, start the pool behind it and warm up. While arrivals wait for a free user after the
+        warm-up, the pool grows (Little's law on the latency seen, at least doubling) and warms up again —
+        until none waits, the pool is at --max-users, or more users got no more iterations done (then the
+        target is what holds them, and the open model measures the queue). Returns the pool's users."""
         assert self.web is not None
-        self._ramp(index, users)
-        self._wait(index, users, "warm-up", self.warmup, time.monotonic())
+        previous = next((s for s in reversed(self.steps) if s.get("rate") is not None), None)
+        seen = (previous or {}).get("response_p95_ms")
+        self.web.hold(rate, self.spec.arrivals)
+        pool = self._pool(rate, seen / 1000.0 if seen else FIRST_LATENCY_S)
+        cap = self._pool(rate, math.inf)
+        self._pool_growth = []
+        while True:
+            # Idle users wait for arrivals and send nothing, so the pool starts at once.
+            self._ramp(index, pool, spawn_rate=max(self.spec.spawn_rate, float(pool)))
+            since = time.time()
+            self._wait(index, pool, "warm-up", self.warmup, time.monotonic())
+            waiting, done_rate = _open_state(self.web.reports() or {}, since)
+            self._pool_growth.append({"users": pool, "done_per_s": done_rate, "waiting": waiting})
+            if waiting <= rate * WAITING_SHORT or pool >= cap or len(self._pool_growth) > POOL_GROWTHS:
+                return pool
+            before = self._pool_growth[-2]["done_per_s"] if len(self._pool_growth) > 1 else None
+            if before is not None and done_rate is not None and done_rate < GROWTH_GAIN * before:
+                return pool  # more users got no more done: the target holds them
+            p95 = (self._live().get("current_response_time_percentiles") or {}).get(_LIVE_P95)
+            grown = max(self._pool(rate, (p95 or 0) / 1000.0), min(2 * pool, cap))
+            self.progress.note(
+                f"step {index + 1}: {waiting} arrivals waited for a free user among {pool}: "
+                f"the pool grows to {grown}"
+            )
+            pool = grown
+
+    def _measure(self, index: int, load: float) -> dict[str, Any]:
+        assert self.web is not None
+        if self.spec.open:
+            self._rate = float(load)
+            users = self._open_ramp(index, self._rate)
+        else:
+            users = int(load)
+            self._ramp(index, users)
+            self._wait(index, users, "warm-up", self.warmup, time.monotonic())
         window = self.window
         self.web.reset()
         self._load = []
@@ -561,13 +630,26 @@ class SweepRunner:
             {k: e.get(k) for k in ("method", "name", "error", "occurrences")}
             for e in (self._live().get("errors") or [])[:10]
         ]
-        step = self._record(index, users, window, t0_wall, t1_wall, endpoints, total, figures, errors)
+        span = samples.covered_span(reports)
+        if span is not None and abs(span - window) > 0.01 * window:
+            # The workers' reports cover a little more or less than the window (one report more or less,
+            # by when the window was read): the step's counts are per the time they cover.
+            window = round(span, 3)
+        opened = samples.open_figures(reports, window) if self.spec.open and reports else None
+        if self.spec.open and opened is None:
+            raise UserError(
+                f"step {index + 1}: the Locust workers reported no open-model figures (is the lab's Locust "
+                "plugin, loadlab.exporters.locust, loaded on every worker?)"
+            )
+        step = self._record(index, users, window, t0_wall, t1_wall, endpoints, total, figures, errors, opened)
         if (
             reports is not None
             and self.prometheus is not None
             and step["resources"].get("source") == "prometheus"
         ):
             reports["resources"] = self.prometheus.series(t0_wall, t1_wall)
+        elif reports is not None and self.sampler is not None:
+            reports["resources"] = self.sampler.series()
         if reports is not None:
             samples.write(self.run_dir.path, index, reports)
             step["samples"] = samples.path_of(Path("."), index).as_posix()
@@ -595,6 +677,7 @@ class SweepRunner:
         total: EndpointStats | None,
         figures: dict[str, Any],
         errors: list[dict[str, Any]],
+        opened: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         agg = (
             _figures(total, window)
@@ -602,8 +685,15 @@ class SweepRunner:
             else _figures(EndpointStats("", "", 0, 0, None, None), window)
         )
         scalars = step_figures(figures)
-        step: dict[str, Any] = {
-            "index": index,
+        step: dict[str, Any] = {"index": index}
+        if opened is not None:
+            # An open step: its percentiles are from each request's intended start (its aggregate's and
+            # its samples'); Locust's own send-to-answer ones stay beside them.
+            step["rate"] = self._rate
+            for q in ("p50", "p95", "p99"):
+                agg[f"response_{q}_ms"] = agg[f"{q}_ms"]
+            agg.update({k: opened[k] for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")})
+        step |= {
             "users": users,
             "rps": _round(agg["rps"], 1),
             "p50_ms": agg["p50_ms"],
@@ -632,6 +722,20 @@ class SweepRunner:
             "errors": errors,
             "resources": figures,
         }
+        if opened is not None:
+            step |= {
+                **{f"response_{q}_ms": agg[f"response_{q}_ms"] for q in ("p50", "p95", "p99")},
+                **{k: opened[k] for k in ("intended", "sent", "sent_rate", "done", "dropped", "late")},
+                "lateness_p99_ms": opened["lateness_p99_ms"],
+                "backlog": opened["backlog"],
+                "open": {
+                    "arrivals": self.spec.arrivals,
+                    "late_after_ms": opened["late_after_ms"],
+                    "max_users": self.spec.max_users,
+                    "pool_cap": self._pool(self._rate or 0.0, math.inf),
+                    "pool_growth": self._pool_growth,
+                },
+            }
         codes, evidence = diagnose(step, [s for s in self.steps if s["index"] < index])
         step["diagnosis"] = codes
         step["diagnosis_evidence"] = evidence
@@ -658,6 +762,7 @@ class SweepRunner:
             try:
                 self._read_clocks()
                 self._connect_locust()
+                self._choose_model()
                 source = self._setup_resources()
                 self.progress.note(
                     f"{run_name(self.spec.name)}: {self.plan.host}, {self.spec.describe_steps()}, "
@@ -697,6 +802,19 @@ class SweepRunner:
             self.progress.note(f"hosts not collected (interrupted); later: loadlab collect {self.plan.out}")
         return summary, interrupted
 
+    def _choose_model(self) -> None:
+        """An open sweep needs workers that hold the rate; a closed one lifts a rate a killed sweep may have
+        left on the lab's master (a master without the plugin has none to lift)."""
+        assert self.web is not None
+        if self.spec.open and not self.distributed:
+            raise UserError(
+                "an open sweep needs a Locust master with workers (the lab's, or the sweep's own); this "
+                "master runs its users itself"
+            )
+        if not self.spec.open:
+            with contextlib.suppress(UserError):
+                self.web.hold(0, "even")
+
     def _shutdown(self) -> None:
         """Stop the users and the Locust this sweep started; safe to call twice."""
         if self._stopped:
@@ -706,6 +824,9 @@ class SweepRunner:
             with contextlib.suppress(Exception):
                 self.sampler.stop()
         if self.web is not None:
+            if self.spec.open:  # the lab's Locust goes back to the closed model
+                with contextlib.suppress(UserError):
+                    self.web.hold(0, "even")
             with contextlib.suppress(UserError):
                 self.web.stop()
             self.web.close()
@@ -713,6 +834,25 @@ class SweepRunner:
             self.local.stop()
         if self.prometheus is not None:
             self.prometheus.close()
+
+
+def _open_state(answer: dict[str, Any], since: float) -> tuple[int, float | None]:
+    """From the master's reports: arrivals waiting for a free user now (each worker's latest report), and
+    iterations done per second in the reports since `since` (wall clock)."""
+    latest: dict[str, dict[str, Any]] = {}
+    done, first, last = 0, None, None
+    for r in answer.get("reports") or []:
+        opened = r.get("open")
+        if not isinstance(opened, dict):
+            continue
+        latest[str(r.get("worker"))] = opened
+        if float(r.get("time") or 0) >= since:
+            done += int(opened.get("done") or 0)
+            first = float(r["time"]) if first is None else first
+            last = float(r["time"])
+    waiting = sum(int(o.get("waiting") or 0) for o in latest.values())
+    span = (last - since) if last is not None else 0.0
+    return waiting, (round(done / span, 1) if span > 0 else None)
 
 
 def run_name(name: str) -> str:

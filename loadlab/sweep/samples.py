@@ -6,7 +6,8 @@ each report with its arrival time since the master's stats were last reset, at `
 master's web UI (exporters/locust.py). At the end of a step's window the sweep reads them and writes
 `samples/step-N.json` in the run folder, as the master had them.
 
-`series()` turns them into one value per interval (1 s): requests per second, failed share and p50/p95/p99.
+`series()` turns them into one value per interval (1 s): requests per second, failed share and p50/p95/p99
+(an open step's from each request's intended start, and its backlog).
 A report covers the time since the same worker's previous one (a first report, one report interval), at an
 even rate: an interval gets each report's requests in proportion to how much of the report's span it
 covers, so a report that arrives a little late does not move requests from one interval to the next, and
@@ -46,9 +47,11 @@ def from_master(answer: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "requests": int(r.get("requests") or 0),
             "failures": int(r.get("failures") or 0),
             "response_times": {str(k): int(v) for k, v in (r.get("response_times") or {}).items()},
+            **({"open": _open_report(r["open"])} if isinstance(r.get("open"), dict) else {}),
         }
         for r in answer["reports"]
     ]
+    held = answer.get("open") if isinstance(answer.get("open"), dict) else None
     return {
         "source": SOURCE,
         "interval_s": INTERVAL_S,
@@ -56,6 +59,113 @@ def from_master(answer: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "window_start": round(start, 3),  # the master's clock
         "window_s": round(float(answer["now"]) - start, 3),
         "reports": sorted(reports, key=lambda r: (r["t"], r["worker"])),
+        **({"open": held} if held and float(held.get("rate") or 0) > 0 else {}),
+    }
+
+
+def covered_span(data: Mapping[str, Any] | None) -> float | None:
+    """The seconds the window's reports cover: each report covers one report interval before it, so a
+    worker's reports cover their count times the interval (the mean over the workers still reporting at
+    the end). A window read a little after a report came in holds one report more than its length: its
+    counts are per this span, not per the nominal window. None without reports."""
+    if not data or not data.get("reports"):
+        return None
+    every = float(data.get("report_interval_s") or INTERVAL_S)
+    counts: dict[str, int] = {}
+    last: dict[str, float] = {}
+    for r in data["reports"]:
+        counts[r["worker"]] = counts.get(r["worker"], 0) + 1
+        last[r["worker"]] = max(last.get(r["worker"], 0.0), float(r["t"]))
+    latest = max(last.values())
+    alive = [w for w, t in last.items() if t >= latest - 2 * every]
+    return sum(counts[w] for w in alive) * every / len(alive)
+
+
+_OPEN_COUNTS = ("due", "sent", "done", "late", "waiting", "in_flight", "intended_failures")
+
+
+def _open_report(o: Mapping[str, Any]) -> dict[str, Any]:
+    """A worker's open-model report as kept (exporters/locust_open.py: Arrivals.report)."""
+    return {
+        **{k: int(o.get(k) or 0) for k in _OPEN_COUNTS},
+        "rate": float(o.get("rate") or 0.0),
+        "lateness": {str(k): int(v) for k, v in (o.get("lateness") or {}).items()},
+        "intended": {str(k): int(v) for k, v in (o.get("intended") or {}).items()},
+    }
+
+
+def _backlog_at(reports: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """(time, arrivals due and not yet answered over all workers) after each report, from each worker's
+    latest report (waiting for a free user, or in flight)."""
+    latest: dict[str, int] = {}
+    out = []
+    for r in reports:
+        if "open" in r:
+            latest[r["worker"]] = r["open"]["waiting"] + r["open"]["in_flight"]
+            out.append((float(r["t"]), sum(latest.values())))
+    return out
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (t, value) points; None with fewer than two distinct times."""
+    if len({t for t, _ in points}) < 2:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (v - mv) for t, v in points) / den
+
+
+def open_figures(data: Mapping[str, Any], window_s: float) -> dict[str, Any] | None:
+    """An open step's figures from its samples (rates per `window_s`, the span its reports cover): arrivals
+    due in the window (`intended`), iterations sent,
+    ended (`done`) and late, `dropped` (due in the window and never sent), how late they started (p99), the
+    latency from intended start (p50..max, ms) and the backlog at the window's start and end and its slope;
+    None where no worker reported open figures."""
+    reports = [r for r in data.get("reports") or [] if "open" in r]
+    if not reports:
+        return None
+    totals = {k: sum(r["open"][k] for r in reports) for k in ("due", "sent", "done", "late")}
+    lateness: dict[int, int] = {}
+    intended: dict[int, int] = {}
+    for r in reports:
+        for ms, n in r["open"]["lateness"].items():
+            lateness[int(ms)] = lateness.get(int(ms), 0) + n
+        for ms, n in r["open"]["intended"].items():
+            intended[int(ms)] = intended.get(int(ms), 0) + n
+    answered = sum(intended.values())
+    started = sum(lateness.values())
+    backlog = _backlog_at(sorted(reports, key=lambda r: r["t"]))
+    workers = {r["worker"] for r in reports}
+    # The backlog counts once every worker has reported: before that it misses the others' part.
+    seen: set[str] = set()
+    full = []
+    for (t, value), r in zip(backlog, sorted(reports, key=lambda r: r["t"]), strict=True):
+        seen.add(r["worker"])
+        if seen == workers:
+            full.append((t, value))
+    growth = slope(full)
+    return {
+        "late_after_ms": (data.get("open") or {}).get("late_after_ms"),
+        "intended": totals["due"],
+        "sent": totals["sent"],
+        "sent_rate": round(totals["sent"] / window_s, 2) if window_s > 0 else None,
+        "due_rate": round(totals["due"] / window_s, 2) if window_s > 0 else None,
+        "done": totals["done"],
+        "dropped": max(0, totals["due"] - totals["sent"]),
+        "late": totals["late"],
+        "lateness_p99_ms": percentile(lateness, started, 0.99) if started else None,
+        **{
+            name: (percentile(intended, answered, q) if answered else None)
+            for name, q in (("p50_ms", 0.5), ("p90_ms", 0.9), ("p95_ms", 0.95), ("p99_ms", 0.99))
+        },
+        "max_ms": max(intended) if intended else None,
+        "backlog": {
+            "start": full[0][1] if full else None,
+            "end": full[-1][1] if full else None,
+            "growth_per_s": round(growth, 2) if growth is not None else None,
+        },
     }
 
 
@@ -138,7 +248,9 @@ def series(data: Mapping[str, Any]) -> dict[str, list[float | None]]:
                 failures[k] += r["failures"] * share
         k = max(0, math.ceil(end / interval - 1e-9) - 1)  # the interval it arrived in; its end belongs to it
         if k < n:
-            for ms, count in r["response_times"].items():
+            # An open step's latencies are from each request's intended start, as its aggregate's are.
+            times = r["open"]["intended"] if "open" in r else r["response_times"]
+            for ms, count in times.items():
                 latencies[k][int(ms)] = latencies[k].get(int(ms), 0) + int(count)
     out: dict[str, list[float | None]] = {"t": [], **{f: [] for f in FIGURES}}
     for k in range(n):
@@ -148,4 +260,9 @@ def series(data: Mapping[str, Any]) -> dict[str, list[float | None]]:
         answered = sum(latencies[k].values())
         for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
             out[name].append(float(percentile(latencies[k], answered, q)) if answered else None)
+    backlog = _backlog_at(reports)
+    if backlog:  # an open step: the backlog at each interval's end (the latest report before it)
+        out["backlog"] = [
+            float(next((v for t, v in reversed(backlog) if t <= end), backlog[0][1])) for end in out["t"]
+        ]
     return out

@@ -19,6 +19,13 @@ A spec file (scripts/sweeps/NAME.yml) is a mapping of these fields; any other fi
     workers: 2                # standalone runs only (default: this machine's cores)
     reset: 1000               # lab runs of the demo app: empty and seed its users, flush Redis first
 
+An open-model sweep gives `rates` instead of `users` (exporters/locust_open.py holds each rate):
+
+    rates: [100, 200, 400]    # intended arrivals (task iterations) per second of each step; or `auto`:
+    search: {start: 10, max_rate: 10000, resolution: 10%}  # a capacity search over rates
+    arrivals: even            # even (the default: paced like wrk2 and k6) or poisson (independent clients)
+    max_users: 1000           # the most users the pool behind a rate may grow to (Little's law sizes it)
+
 Flags given with --spec override its fields; --threshold adds to its thresholds.
 """
 
@@ -34,13 +41,16 @@ import yaml
 
 from loadlab.console import UserError
 from loadlab.inputs import finite_number, parse_url, read_text
-from loadlab.sweep.search import SearchSpec, next_users
+from loadlab.sweep.search import RateSearchSpec, SearchSpec, next_rate, next_users
 from loadlab.sweep.thresholds import Threshold, parse_threshold
 
 DEFAULT_STEP_TIME = 30.0
 DEFAULT_WARMUP = 5.0
 DEFAULT_SPAWN_RATE = 10.0
 MAX_USERS = 100_000
+MAX_RATE = 1_000_000.0
+DEFAULT_POOL_MAX = 1000  # the open model's users behind a rate, at most (--max-users)
+ARRIVALS = ("even", "poisson")
 MAX_DURATION = 24 * 3600.0  # longer than a day for one step or warm-up is a typo, not a plan
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -72,6 +82,29 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
 def is_auto(value: Any) -> bool:
     """`users: auto` / `--users auto`: a capacity search instead of a list of steps."""
     return isinstance(value, str) and value.strip().lower() == "auto"
+
+
+def parse_rates(text: str | list | int | float, name: str = "rates") -> list[float]:
+    """Intended arrival rates (per second) of an open sweep's steps, from '100,200,400' or a list."""
+    example = f"{name}: expected arrivals per second like 100,200,400"
+    if isinstance(text, bool):
+        raise UserError(f"{example}, got {text!r}")
+    items = text if isinstance(text, list) else str(text).split(",")
+    rates: list[float] = []
+    for item in items:
+        raw = item.strip() if isinstance(item, str) else item
+        if isinstance(raw, str):
+            try:
+                raw = float(raw.removesuffix("/s"))
+            except ValueError:
+                raise UserError(f"{name}: {item!r} is not a number of arrivals per second") from None
+        rate = finite_number(raw, name, above=0, what="a positive number of arrivals per second")
+        if rate > MAX_RATE:
+            raise UserError(f"{name}: {item!r} is out of range (up to {MAX_RATE:g} per second)")
+        rates.append(rate)
+    if not rates:
+        raise UserError(f"{name}: give at least one step, e.g. --rate 100,200,400")
+    return rates
 
 
 def parse_users(text: str | list | int) -> list[int]:
@@ -119,12 +152,21 @@ class SweepSpec:
     locustfile: str | None = None
     workers: int | None = None
     description: str = ""
-    search: SearchSpec | None = None
+    search: SearchSpec | RateSearchSpec | None = None
     reset: int | None = None  # seed the demo app with this many users first (loadlab/sweep/reset.py)
+    model: str = "closed"  # "open": each step holds an arrival rate (rates) instead of a user count
+    rates: list[float] = field(default_factory=list)  # the open model's steps (empty in a search)
+    arrivals: str = "even"
+    max_users: int = DEFAULT_POOL_MAX  # the open model's pool, at most
+
+    @property
+    def open(self) -> bool:
+        return self.model == "open"
 
     def __post_init__(self) -> None:
         if isinstance(self.search, dict):  # as run.json records it
-            self.search = SearchSpec(**self.search)
+            is_rate = "max_rate" in self.search
+            self.search = RateSearchSpec(**self.search) if is_rate else SearchSpec(**self.search)
 
     def parsed_thresholds(self) -> list[Threshold]:
         """The thresholds, parsed (they were validated when the spec was built)."""
@@ -138,23 +180,38 @@ class SweepSpec:
         """(index, users) of the next step to measure after the finished `steps`; None when all are done."""
         if self.search is None:
             done = {s["index"] for s in steps}
-            return next(((i, u) for i, u in enumerate(self.users) if i not in done), None)
-        users = next_users(self.search, steps, self.parsed_thresholds())
-        if users is None:
+            loads: list[Any] = self.rates if self.open else self.users
+            return next(((i, u) for i, u in enumerate(loads) if i not in done), None)
+        if isinstance(self.search, RateSearchSpec):
+            load: Any = next_rate(self.search, steps, self.parsed_thresholds())
+        else:
+            load = next_users(self.search, steps, self.parsed_thresholds())
+        if load is None:
             return None
-        return max((int(s["index"]) for s in steps), default=-1) + 1, users
+        return max((int(s["index"]) for s in steps), default=-1) + 1, load
 
     def planned_steps(self, steps: Sequence[dict[str, Any]]) -> int:
         """Steps the run will have: the list's length, or in a search those finished plus the next one."""
         if self.search is None:
-            return len(self.users)
+            return len(self.rates if self.open else self.users)
         return len(steps) + (self.next_step(steps) is not None)
 
     def describe_steps(self) -> str:
         """The steps in words, for the terminal."""
+        if self.open and self.search is None:
+            return (
+                f"open model: steps of {','.join(f'{r:g}' for r in self.rates)} arrivals/s ({self.arrivals} "
+                f"arrivals, up to {self.max_users} users behind them)"
+            )
         if self.search is None:
             return f"steps {','.join(map(str, self.users))} users"
         s = self.search
+        if isinstance(s, RateSearchSpec):
+            return (
+                f"open model: a capacity search from {s.start:g} arrivals/s, doubling until something gives "
+                f"out (at most {s.max_rate:g}/s), then narrowing to {s.resolution:.0%} of the rate "
+                f"({self.arrivals} arrivals, up to {self.max_users} users behind them)"
+            )
         return (
             f"a capacity search from {s.start} users, doubling until something gives out (at most "
             f"{s.max_users}), then narrowing to {s.resolution:.0%} of the users"
@@ -164,11 +221,28 @@ class SweepSpec:
         """Refuse a spec that cannot run, with one line naming the field."""
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise UserError(f"name: {self.name!r} must be letters, digits, '.', '_' or '-'")
-        if self.search is not None:
+        if self.model not in ("open", "closed"):
+            raise UserError(f"model: {self.model!r} is neither open nor closed")
+        if isinstance(self.search, RateSearchSpec) != self.open and self.search is not None:
+            raise UserError("search: an open sweep searches rates (rates: auto), a closed one users")
+        if isinstance(self.search, RateSearchSpec):
+            self.users, self.rates = [], []
+            self.search.validate(MAX_RATE)
+        elif self.search is not None:
             self.users = []
+            self.rates = []
             self.search.validate(MAX_USERS)
+        elif self.open:
+            self.users = []
+            self.rates = parse_rates(list(self.rates))
         else:
             parse_users(list(self.users))
+        if self.arrivals not in ARRIVALS:
+            raise UserError(f"arrivals: {self.arrivals!r}: expected even or poisson")
+        if isinstance(self.max_users, bool) or not isinstance(self.max_users, int):
+            raise UserError(f"max_users: expected a whole number of users, got {self.max_users!r}")
+        if not 1 <= self.max_users <= MAX_USERS:
+            raise UserError(f"max_users: {self.max_users} is out of range (1..{MAX_USERS})")
         self.step_time = parse_duration(self.step_time, "step_time")
         self.warmup = parse_duration(self.warmup, "warmup")
         if self.step_time < 1:
@@ -182,6 +256,21 @@ class SweepSpec:
             raise UserError(f"workers: must be a whole number, at least 1, got {self.workers!r}")
         for expr in self.thresholds:
             threshold = parse_threshold(expr)
+            if threshold.at_rate is not None and not self.open:
+                raise UserError(f"threshold {expr!r}: @N rps names a rate, and this sweep steps users")
+            if threshold.at_users is not None and self.open:
+                raise UserError(
+                    f"threshold {expr!r}: an open sweep's steps are rates: write @{threshold.at_users}rps"
+                )
+            if (
+                self.search is None
+                and threshold.at_rate is not None
+                and not any(abs(r - threshold.at_rate) <= 1e-9 * r for r in self.rates)
+            ):
+                steps = ",".join(f"{r:g}" for r in self.rates)
+                raise UserError(
+                    f"threshold {expr!r}: no step has the rate {threshold.at_rate:g}/s (steps: {steps})"
+                )
             if (
                 self.search is None
                 and threshold.at_users is not None
@@ -219,6 +308,9 @@ _SPEC_FIELDS = {
     "workers",
     "search",
     "reset",
+    "rates",
+    "arrivals",
+    "max_users",
 }
 
 
@@ -239,10 +331,22 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
     unknown = sorted(set(data) - _SPEC_FIELDS)
     if unknown:
         raise UserError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_SPEC_FIELDS))})")
-    if "users" not in data:
-        raise UserError("missing field 'users' (the user count of each step, e.g. [10, 20, 40])")
+    if "users" in data and "rates" in data:
+        raise UserError("users and rates: give one (users: a closed sweep; rates: an open one)")
+    if "users" not in data and "rates" not in data:
+        raise UserError(
+            "missing field 'users' (the user count of each step, e.g. [10, 20, 40]) or 'rates' "
+            "(arrivals per second of each step, an open sweep)"
+        )
     name = str(data.get("name") or default_name)
-    if is_auto(data["users"]):
+    if "rates" in data:
+        if is_auto(data["rates"]):
+            spec = SweepSpec(name=name, users=[], model="open", search=_rate_search(data.get("search")))
+        elif "search" in data:
+            raise UserError("search: only with `rates: auto` or `users: auto` (a capacity search)")
+        else:
+            spec = SweepSpec(name=name, users=[], model="open", rates=parse_rates(data["rates"]))
+    elif is_auto(data["users"]):
         spec = SweepSpec(name=name, users=[], search=_search(data.get("search")))
     elif "search" in data:
         raise UserError("search: only with `users: auto` (a capacity search)")
@@ -277,6 +381,12 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
         spec.workers = workers
     if "description" in data:
         spec.description = str(data["description"] or "")
+    if "arrivals" in data:
+        spec.arrivals = str(data["arrivals"])
+    if "max_users" in data:
+        if not spec.open:
+            raise UserError("max_users: only with `rates` (an open sweep); a search takes search.max_users")
+        spec.max_users = data["max_users"]
     return spec
 
 
@@ -289,6 +399,17 @@ def _search(data: Any) -> SearchSpec:
     if unknown:
         raise UserError(f"search: unknown field {unknown[0]!r} (known: max_users, resolution, start)")
     return SearchSpec(**data)
+
+
+def _rate_search(data: Any) -> RateSearchSpec:
+    if data is None:
+        return RateSearchSpec()
+    if not isinstance(data, dict):
+        raise UserError(f"search: expected a mapping (start, max_rate, resolution), got {data!r}")
+    unknown = sorted(set(data) - {"start", "max_rate", "resolution"})
+    if unknown:
+        raise UserError(f"search: unknown field {unknown[0]!r} (known: max_rate, resolution, start)")
+    return RateSearchSpec(**data)
 
 
 def load_spec(path: Path) -> SweepSpec:
