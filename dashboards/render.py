@@ -20,8 +20,8 @@ import matplotlib.dates as mdates
 from matplotlib.figure import Figure  # drawn with Agg, no pyplot state: safe to call from any thread
 from matplotlib.ticker import FuncFormatter
 
-from loadlab.console import UserError
 from loadlab.dashboards import load
+from loadlab.errors import UserError
 
 SERIES_KEY = "loadlab:series"  # PNG text chunk: how many series the panel drew (0 = "no data")
 MAX_POINTS = 400  # samples per series: about a panel's width in pixels, as Grafana's maxDataPoints

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.inputs import finite_number, parse_url, read_text
 
 # The lab's defaults (inventory/group_vars/all.yml): what runs here when no file says otherwise.

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 
 if TYPE_CHECKING:
     from loadlab.exporters.config import ExporterConfig

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.lab import Host, Lab
 from loadlab.remote import TIMED_OUT, HostUnreachable, Remote, RemoteHosts, Result
 

@@ -38,7 +38,7 @@ import jinja2.nativetypes
 import yaml
 from jinja2.runtime import Context
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.lab import GROUPS, STACK_GROUPS, Host, Lab, _is_template, project_dir
 
 DEFAULT_INVENTORY = Path("inventory/compose.yml")

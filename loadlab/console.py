@@ -1,4 +1,4 @@
-"""The one console every command writes through, and the one way a command fails."""
+"""The one console every command writes through, and the one way a command fails (`fail`, for the CLI)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ from rich.console import Console
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-
-class UserError(Exception):
-    """A problem the user can fix: shown as one line, exit code 2, never a traceback."""
-
-    exit_code = 2
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

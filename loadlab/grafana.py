@@ -19,9 +19,9 @@ from typing import Any
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
-from loadlab.console import UserError
 from loadlab.dashboards import DASHBOARDS, load
 from loadlab.dashboards.builder import SWEEP_ANNOTATION_TAGS
+from loadlab.errors import LoadlabError, UserError
 from loadlab.inputs import parse_url, read_text
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class StepAnnotator:
         """The lab's Grafana as `loadlab grafana sync` finds it; none where none was provisioned from here."""
         try:
             settings = resolve_settings(url, inventory_url=inventory_url)
-        except (UserError, OSError) as exc:
+        except (LoadlabError, OSError) as exc:
             log.warning("Grafana annotations off: %s", exc)
             return cls(None)
         if settings.password is None and url is None and not os.environ.get(URL_ENV):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 
 
 def finite_number(

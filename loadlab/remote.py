@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import LabError
 from loadlab.lab import Host, Lab, project_dir
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ TIMED_OUT = 124
 """Exit code of a command that ran out of time (as `timeout(1)` reports it)."""
 
 
-class HostUnreachable(UserError):
+class HostUnreachable(LabError):
     """A lab host SSH cannot reach or log in to: one line naming the host and the reason."""
 
 

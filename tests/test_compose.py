@@ -38,7 +38,7 @@ from click.testing import CliRunner
 from loadlab import compose
 from loadlab.cli import main
 from loadlab.cli.status import check_containers
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.exporters.config import load_config
 from loadlab.lab import Lab
 from tests.servers import PG_BIN, free_port, terminate, wait_port

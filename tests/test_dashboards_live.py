@@ -24,7 +24,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from loadlab.console import UserError
 from loadlab.dashboards import DASHBOARDS, load
 from loadlab.dashboards.render import (
     SERIES_KEY,
@@ -34,6 +33,7 @@ from loadlab.dashboards.render import (
     render_panels,
     substitute,
 )
+from loadlab.errors import UserError
 from tests.app_instance import running_app
 from tests.servers import free_port, terminate, wait_port
 

@@ -10,7 +10,6 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from loadlab.console import UserError
 from loadlab.dashboards import DASHBOARDS, JSON_DIR, generate, load, queries
 from loadlab.dashboards.__main__ import main as dashboards_main
 from loadlab.dashboards.__main__ import stale_files
@@ -24,6 +23,7 @@ from loadlab.dashboards.builder import (
     legend_regex,
 )
 from loadlab.dashboards.render import builtin_variables, dashboard_variables, format_value, substitute
+from loadlab.errors import UserError
 
 NAMES = list(DASHBOARDS)
 BUILTINS = {"__rate_interval", "__range", "__interval"}

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.exporters.config import DEFAULT_PORTS, load_config, role_of
 
 GOOD = """

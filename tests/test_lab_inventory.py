@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.sweep import analysis, history, samples
 from loadlab.sweep.report import write_report
 from loadlab.sweep.results import CSV_COLUMNS, RunDir, summarize

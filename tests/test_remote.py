@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.lab import Host
 from loadlab.remote import HostUnreachable, Remote
 from loadlab.sweep.locust_driver import LocustWeb

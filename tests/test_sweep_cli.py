@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from loadlab.cli import main
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.sweep.spec import load_spec, parse_duration
 from loadlab.sweep.thresholds import evaluate, parse_threshold, verdict
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.sweep import samples
 
 

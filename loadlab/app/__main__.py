@@ -10,7 +10,8 @@ import uvicorn
 from loadlab.app.service import create_app
 from loadlab.app.settings import settings_from_env
 from loadlab.app.store import prepare_schema
-from loadlab.console import UserError, fail
+from loadlab.console import fail
+from loadlab.errors import LoadlabError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         settings = settings_from_env(port=args.port)
-    except UserError as exc:
+    except LoadlabError as exc:
         fail(str(exc), exc.exit_code)
     try:
         prepare_schema(settings.database_url, args.db_wait)

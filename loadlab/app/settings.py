@@ -10,7 +10,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from redis.asyncio.connection import parse_url
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 
 DEFAULT_DB_POOL_SIZE = 5
 """Connections each instance holds open; the knob that provokes DB saturation."""

@@ -7,7 +7,8 @@ import importlib
 import click
 
 from loadlab.cli.usage import OneLineGroup
-from loadlab.console import UserError, fail
+from loadlab.console import fail
+from loadlab.errors import LoadlabError
 
 # name -> module holding a click command of that name
 _COMMANDS = {
@@ -39,7 +40,7 @@ class _LazyGroup(OneLineGroup):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except UserError as exc:
+        except LoadlabError as exc:
             fail(str(exc), exc.exit_code)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from loadlab.cli.usage import OneLineCommand
-from loadlab.console import UserError, console
+from loadlab.console import console
+from loadlab.errors import UserError
 from loadlab.sweep.spec import parse_duration
 
 

@@ -11,7 +11,8 @@ import click
 from rich.table import Table
 
 from loadlab.cli.usage import OneLineCommand
-from loadlab.console import UserError, console
+from loadlab.console import console
+from loadlab.errors import UserError
 from loadlab.inputs import finite_number, parse_share
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from loadlab.cli.usage import OneLineCommand
-from loadlab.console import UserError, console
+from loadlab.console import console
+from loadlab.errors import UserError
 
 
 @click.command(cls=OneLineCommand)

@@ -9,7 +9,8 @@ import click
 from rich.table import Table
 
 from loadlab.cli.usage import OneLineCommand
-from loadlab.console import UserError, console
+from loadlab.console import console
+from loadlab.errors import UserError
 
 PLOTTABLE = ("max_rps", "knee_users", "knee_rate", "saturation_rate")
 

@@ -15,7 +15,8 @@ import httpx
 from rich.table import Table
 
 from loadlab.cli.usage import OneLineCommand
-from loadlab.console import UserError, console
+from loadlab.console import console
+from loadlab.errors import LoadlabError
 from loadlab.lab import Lab, Service
 from loadlab.remote import TIMED_OUT, Endpoint, HostUnreachable, Remote, RemoteHosts
 
@@ -230,7 +231,7 @@ def check_lab(lab: Lab) -> list[tuple[Service, Health]]:
                         health = _check_locust_web(service, lab, at, expected_workers)
                     else:
                         health = _CHECKS[service.kind](service, lab, at)
-            except UserError as exc:  # HostUnreachable included
+            except LoadlabError as exc:  # HostUnreachable included
                 return Health(False, str(exc))
             except Exception as exc:  # noqa: BLE001 - any failure to answer is what the row reports
                 return Health(False, _reason(exc))
@@ -246,7 +247,7 @@ def check_containers(compose_file: Path) -> Health:
 
     try:
         state = compose.twin_state(compose_file)
-    except UserError as exc:
+    except LoadlabError as exc:
         return Health(False, str(exc))
     except Exception as exc:  # noqa: BLE001 - docker.errors.DockerException, requests' errors: what the row says
         return Health(False, f"Docker Engine API at {compose.docker_host()}: {_reason(exc)}")
@@ -262,7 +263,7 @@ def _twin_workers(compose_file: Path) -> int | None:
 
     try:
         return compose.locust_worker_count(compose_file)
-    except UserError:
+    except LoadlabError:
         return None
 
 

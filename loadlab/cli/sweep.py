@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from loadlab.cli.usage import OneLineCommand
-from loadlab.console import UserError, console, err_console
+from loadlab.console import console, err_console
+from loadlab.errors import LoadlabError, UserError
 from loadlab.inputs import finite_number, parse_share, parse_url
 from loadlab.sweep.search import RateSearchSpec, SearchSpec, parse_resolution
 from loadlab.sweep.spec import (
@@ -35,7 +36,7 @@ def _build_spec(opts: dict[str, Any]) -> SweepSpec:
     """The spec file (if any) with the flags over it; a bad value given as a flag is named as that flag."""
     try:
         return _merge_spec(opts)
-    except UserError as exc:
+    except LoadlabError as exc:
         field, sep, rest = str(exc).partition(":")
         if sep and field in _SHAPING and opts.get(field) is not None:
             raise UserError(f"--{field.replace('_', '-')}:{rest}") from None
@@ -477,7 +478,7 @@ def sweep(**opts: Any) -> None:
             summary, interrupted = runner.run()
         else:
             summary, interrupted = runner.write_summary(), None
-    except UserError:
+    except LoadlabError:
         if saved is not None and len(steps) == kept:
             run_dir.restore(saved)
         raise
@@ -508,7 +509,7 @@ def _index(run_dir: Any, summary: dict[str, Any]) -> None:
 
     try:
         record(run_dir.path, run_dir.read_run(), summary)
-    except UserError as exc:
+    except LoadlabError as exc:
         err_console.print(f"warning: {exc}", markup=False)
 
 
@@ -531,7 +532,7 @@ def _gate(baseline: tuple[Any, float], run_dir: Any, summary: dict[str, Any]) ->
     base, tolerance = baseline
     try:
         record = gate(base, load_run(run_dir.path), tolerance)
-    except UserError as exc:
+    except LoadlabError as exc:
         record = {"run": str(base.path), "max_regression": tolerance, "verdict": "not judged"}
         record["why"] = str(exc)
     summary["baseline"] = record
@@ -557,7 +558,7 @@ def _write_report(path: Path, lab_panels: bool) -> None:
 
     try:
         report = write_report(path, panels=lab_panels)
-    except UserError as exc:
+    except LoadlabError as exc:
         err_console.print(f"report not written: {exc}", markup=False)
         return
     console.print(f"report: {report}", markup=False)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.sweep import analysis, samples
 from loadlab.sweep.compare_stats import Difference, compare_series, judge
 from loadlab.sweep.resource_model import LOADGEN, TARGET

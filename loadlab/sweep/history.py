@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.sweep.results import now_iso
 
 INDEX = "index.jsonl"

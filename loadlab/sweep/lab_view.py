@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadlab.console import UserError
+from loadlab.errors import LoadlabError
 from loadlab.inputs import target_port
 from loadlab.lab import Lab
 from loadlab.remote import is_this_machine
@@ -115,7 +115,7 @@ def read_lab(inventory: str | None) -> LabView:
     """The lab as the inventory describes it (loadlab.lab); `error` says why when it cannot be read."""
     try:
         lab = Lab.load(inventory)
-    except UserError as exc:
+    except LoadlabError as exc:
         return LabView(inventory=inventory, error=str(exc))
     return view_of(lab)
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 
 # Workers send their stats to the master every locust.runners.WORKER_REPORT_INTERVAL seconds; a window
 # that spans whole intervals gets exactly one window's worth of every worker's requests.

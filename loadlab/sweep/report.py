@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # drawn with Agg, no pyplot state
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.sweep import analysis
 from loadlab.sweep.results import RunDir
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.lab import Lab
 from loadlab.sweep.results import now_iso
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from loadlab.console import UserError
+from loadlab.errors import LoadlabError, UserError
 from loadlab.grafana import StepAnnotator
 from loadlab.lab import Host, Lab, project_dir
 from loadlab.remote import RemoteHosts
@@ -336,7 +336,7 @@ class SweepRunner:
         def read(host: Host) -> dict[str, Any]:
             try:
                 reading = remotes[host].clock_offset()
-            except UserError as exc:
+            except LoadlabError as exc:
                 return {"error": str(exc)}
             return {"offset_ms": round(reading.offset * 1000, 1), "rtt_ms": round(reading.rtt * 1000, 1)}
 
@@ -472,7 +472,7 @@ class SweepRunner:
         assert self.web is not None
         try:
             return self.web.stats()
-        except UserError:
+        except LoadlabError:
             self._check()
             raise
 
@@ -779,7 +779,7 @@ class SweepRunner:
                         self.progress.step_done(step)
             except Interrupted as exc:
                 interrupted = str(exc)
-            except UserError as exc:
+            except LoadlabError as exc:
                 self._shutdown()
                 if not self._kept or len(self.steps) > self._kept:
                     # A resume that measured nothing leaves the run as it was (the command puts it back).
@@ -812,7 +812,7 @@ class SweepRunner:
                 "master runs its users itself"
             )
         if not self.spec.open:
-            with contextlib.suppress(UserError):
+            with contextlib.suppress(LoadlabError):
                 self.web.hold(0, "even")
 
     def _shutdown(self) -> None:
@@ -825,9 +825,9 @@ class SweepRunner:
                 self.sampler.stop()
         if self.web is not None:
             if self.spec.open:  # the lab's Locust goes back to the closed model
-                with contextlib.suppress(UserError):
+                with contextlib.suppress(LoadlabError):
                     self.web.hold(0, "even")
-            with contextlib.suppress(UserError):
+            with contextlib.suppress(LoadlabError):
                 self.web.stop()
             self.web.close()
         if self.local is not None:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 
 SAMPLES_DIR = "samples"
 INTERVAL_S = 1.0

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.inputs import finite_number
 from loadlab.sweep.analysis import behind_text, closest_lighter, fell_behind, rate_text
 from loadlab.sweep.diagnosis import GENERATOR_CODES

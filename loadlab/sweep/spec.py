@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from loadlab.console import UserError
+from loadlab.errors import LoadlabError, UserError
 from loadlab.inputs import finite_number, parse_url, read_text
 from loadlab.sweep.search import RateSearchSpec, SearchSpec, next_rate, next_users
 from loadlab.sweep.thresholds import Threshold, parse_threshold
@@ -425,7 +425,7 @@ def load_spec(path: Path) -> SweepSpec:
         raise UserError(f"{path}: expected a mapping of spec fields (users, step_time, ...)")
     try:
         spec = spec_from_mapping(data, path.stem).validate()
-    except UserError as exc:
+    except LoadlabError as exc:
         raise UserError(f"{path}: {exc}") from None
     if spec.locustfile:
         spec.locustfile = ",".join(_beside(path, part) for part in spec.locustfile.split(","))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadlab.console import UserError
+from loadlab.errors import UserError
 from loadlab.inputs import finite_number
 
 # metric in the expression -> field of a step record
