@@ -30,7 +30,7 @@ lint: venv
 	ansible-lint --offline lab.yml playbooks/
 
 unit: venv
-	pytest -m "not lab" tests
+	pytest -m fast --durations=10 tests
 
 test: system venv lint
 	pytest --durations=25 tests

@@ -2,7 +2,9 @@
 
 Plain dataclasses rather than grafanalib: the lab needs two panel types, and owning the few lines that emit
 them keeps the generated JSON short, readable in review and free of a dependency that lags Grafana's schema.
-The builder, not the dashboard modules, assigns panel ids and grid positions, so neither can collide.
+The builder, not the dashboard modules, assigns panel ids and grid positions, so neither can collide. What it
+emits is checked against Grafana's own dashboard schema (grafana-foundation-sdk's models, for the Grafana
+release the lab runs) by tests/test_dashboards_model.py.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def datasource_variable() -> Variable:
     return Variable(
         DATASOURCE_VARIABLE,
         {
-            "current": {},
+            # No `current`: Grafana picks the default Prometheus datasource (the schema wants text and
+            # value in a `current` it is given).
             "hide": 0,
             "includeAll": False,
             "label": "Prometheus",
@@ -114,7 +117,6 @@ def query_variable(name: str, label: str, query: str, description: str = "") -> 
             "allValue": ".*",
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "datasource": DATASOURCE,
-            "definition": query,
             "description": description,
             "hide": 0,
             "includeAll": True,
@@ -265,8 +267,11 @@ def _panel_json(panel: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, 
             "graphMode": "none",
             "justifyMode": "auto",
             "orientation": "auto",
+            "percentChangeColorMode": "standard",
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "showPercentChange": False,
             "textMode": "auto",
+            "wideLayout": True,
         }
     return result
 
@@ -330,7 +335,9 @@ class Dashboard:
                     "includeVars": True,
                     "keepTime": True,
                     "tags": ["loadlab"],
+                    "targetBlank": False,
                     "title": "loadlab",
+                    "tooltip": "",
                     "type": "dashboards",
                 }
             ],

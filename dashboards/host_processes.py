@@ -75,16 +75,8 @@ def _memory_network_row() -> Row:
             Panel(
                 "Memory",
                 (
-                    Target(
-                        f"max by (host) (loadlab_host_memory_total_bytes{{{H}}}) "
-                        f"- max by (host) (loadlab_host_memory_available_bytes{{{H}}})",
-                        "{{host}} used",
-                    ),
-                    Target(
-                        f"max by (host) (loadlab_host_memory_total_bytes{{{H}}})",
-                        "{{host}} total",
-                        limit=True,
-                    ),
+                    Target(q.host_memory_used(), "{{host}} used"),
+                    Target(q.host_memory_total(), "{{host}} total", limit=True),
                 ),
                 BYTES,
                 "Used = total - available (what the kernel could hand out without swapping).",
@@ -174,7 +166,7 @@ def _process_row() -> Row:
             ),
             Panel(
                 "Processes per group",
-                (Target(f"sum by (host, group) (loadlab_processes{group})", "{{host}} {{group}}"),),
+                (Target(q.processes(), "{{host}} {{group}}"),),
                 SHORT,
                 "A group dropping to zero is a crashed service.",
                 width=8,
@@ -190,12 +182,7 @@ def _exporter_row() -> Row:
         (
             Panel(
                 "Sources up",
-                (
-                    Target(
-                        'max by (host, __name__) ({__name__=~"loadlab_[a-z]+_up", ' + H + "})",
-                        "{{host}} {{__name__}}",
-                    ),
-                ),
+                (Target(f"max by (host, __name__) ({q.sources_up()})", "{{host}} {{__name__}}"),),
                 SHORT,
                 "1 when the exporter could read the source at the last scrape, 0 when it failed.",
                 width=12,

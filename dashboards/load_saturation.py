@@ -89,18 +89,30 @@ def _open_row() -> Row:
 
 def _cpu_row() -> Row:
     return Row(
-        "CPU: target vs generator",
+        "CPU: target, data stores, generator",
         (
             Panel(
                 "Target CPU per process group",
                 (
-                    Target(q.process_cpu(q.TARGET_STACK), "{{host}} {{group}}"),
+                    Target(q.process_cpu(q.TARGET_ROLES), "{{host}} {{group}}"),
                     Target(q.host_cores(), "{{host}} cores", limit=True),
                 ),
                 PERCENT_UNIT,
-                "CPU of the target stack's process groups (roles target and data: nginx, app instances, "
-                "PostgreSQL, Redis, or your service's); 100% = one full core.",
-                width=8,
+                "CPU of the target's process groups (role target: nginx and the app instances, or your "
+                "service's), as the sweep's target_cpu counts them; 100% = one full core.",
+                width=6,
+                stack=True,
+            ),
+            Panel(
+                "Data stores CPU per process group",
+                (
+                    Target(q.process_cpu(q.DATA_ROLES), "{{host}} {{group}}"),
+                    Target(q.host_cores(), "{{host}} cores", limit=True),
+                ),
+                PERCENT_UNIT,
+                "CPU of the data stores' process groups (role data: PostgreSQL, Redis), apart from the "
+                "target's; 100% = one full core.",
+                width=6,
                 stack=True,
             ),
             Panel(
@@ -111,14 +123,15 @@ def _cpu_row() -> Row:
                 ),
                 PERCENT_UNIT,
                 "A Locust process uses one core at most: near 100% the generator, not the target, limits.",
-                width=8,
+                width=6,
             ),
             Panel(
                 "Host CPU busy",
                 (Target(q.host_cpu_busy(), "{{host}}"),),
                 PERCENT_UNIT,
-                "Share of each host's CPU not idle, all cores together.",
-                width=8,
+                "Share of each host's CPU neither idle nor waiting for I/O, all cores together, as the "
+                "sweep's host CPU.",
+                width=6,
                 max=1,
             ),
         ),
@@ -158,7 +171,7 @@ def _connections_row() -> Row:
             Panel(
                 "Redis clients",
                 (
-                    Target(f"sum by (host) (loadlab_redis_connected_clients{{{H}}})", "{{host}} connected"),
+                    Target(q.redis_clients(), "{{host}} connected"),
                     Target(f"sum by (host) (loadlab_redis_blocked_clients{{{H}}})", "{{host}} blocked"),
                 ),
                 SHORT,
@@ -167,12 +180,7 @@ def _connections_row() -> Row:
             ),
             Panel(
                 "nginx connections",
-                (
-                    Target(
-                        f'sum by (host, state) (loadlab_nginx_connections{{{H}, state=~"active|waiting"}})',
-                        "{{host}} {{state}}",
-                    ),
-                ),
+                (Target(q.nginx_connections(), "{{host}} {{state}}"),),
                 SHORT,
                 "Active client connections at nginx (stub_status), and the idle keep-alive share.",
                 width=12,
@@ -214,20 +222,12 @@ def _app_row() -> Row:
             Panel(
                 "App DB pool in use vs size",
                 (
-                    Target(
-                        "sum by (host, instance) "
-                        f'(loadlab_app_db_pool_connections{{{inst}, state="in_use"}})',
-                        "{{host}} {{instance}} in use",
-                    ),
+                    Target(q.db_pool_in_use(), "{{host}} {{instance}} in use"),
                     Target(
                         f"sum by (host, instance) (loadlab_app_db_pool_requests_waiting{{{inst}}})",
                         "{{host}} {{instance}} waiting",
                     ),
-                    Target(
-                        f"max(loadlab_app_db_pool_size{{{inst}}})",
-                        "pool size",
-                        limit=True,
-                    ),
+                    Target(q.db_pool_size(), "{{host}} {{instance}} pool size", limit=True),
                 ),
                 SHORT,
                 "Connections in use against the pool size, and requests queued for one: "

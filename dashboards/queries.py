@@ -1,18 +1,25 @@
-"""The PromQL behind the figures more than one dashboard shows, so the same figure means the same query.
+"""The lab's PromQL, in one place: the dashboards' panels and the sweep's window reader
+(loadlab.sweep.resources.PrometheusWindow) are built from these functions, so a figure the two both show is
+the same query and means the same thing (the sweep's `target_cpu` is the dashboards' "Target CPU").
 
-Queries filter on the dashboard variables: `$host` (inventory hostname, from the scrape config's `host`
-label), `$instance` (an app instance's scrape target) and `$port` (the target's port, nginx_port in the lab).
-`window` is a range selector: `$__rate_interval` for time series, `$__range` for one figure over the
-selected time (a sweep step).
+The functions the sweep reads too take `hosts`, a label matcher on the scrape config's `host` label (the
+inventory hostname): the dashboards' `$host` variable by default, `""` for every host (the sweep), or
+`hosts_matcher(names)`.
+The dashboards also filter on `$instance` (an app instance's scrape target) and `$port` (the target's port,
+nginx_port in the lab). `window` is a range: `$__rate_interval` for time series, `$__range` for one figure
+over the selected time (a sweep step), a duration such as `30s` for the sweep's window. Functions with
+`window=None` give the figure now; with a window, its peak (or mean, where it says) over the window.
 
 Process groups are selected by their role (`loadlab_process_group_info{group, role}`, which the exporter's
 config gives each group), not by name, so a service of yours counts as the target whatever its groups are
-called.
+called. The target is the groups of role `target` (nginx and the app instances, or your service's); the data
+stores (PostgreSQL, Redis: role `data`) are a figure of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 from loadlab.dashboards.builder import Variable, datasource_variable, query_variable, textbox_variable
 from loadlab.exporters.config import DATA, LOADGEN, TARGET
@@ -21,10 +28,33 @@ RATE = "$__rate_interval"
 RANGE = "$__range"
 
 HOST = 'host=~"$host"'
-# The roles whose process groups make up the target stack: what load is aimed at and its data stores (the
-# rest are the generators, the monitoring and other).
-TARGET_STACK = (TARGET, DATA)
+INSTANCE = 'instance=~"$instance"'
+# The roles whose process groups each CPU figure counts: the target (what load is aimed at), its data stores,
+# the generators. Monitoring and other groups count in no figure of their own.
+TARGET_ROLES = (TARGET,)
+DATA_ROLES = (DATA,)
 GENERATOR = (LOADGEN,)
+
+
+def hosts_matcher(names: Iterable[str]) -> str:
+    """A matcher for some hosts by name (`""`, every host, when there are none). A regex escape's backslash
+    is doubled: PromQL's double-quoted strings read a lone one as the start of an escape sequence."""
+    names = sorted(set(names))
+    pattern = "|".join(re.escape(h) for h in names).replace("\\", "\\\\")
+    return f'host=~"{pattern}"' if names else ""
+
+
+def _select(metric: str, *matchers: str) -> str:
+    """`metric{a, b}` with the matchers that are not empty, or the bare metric name."""
+    parts = [m for m in matchers if m]
+    return f"{metric}{{{', '.join(parts)}}}" if parts else metric
+
+
+def over_window(function: str, expr: str, window: str, step: str, *params: str | float) -> str:
+    """An `*_over_time` of an expression over `window`, evaluated every `step` (a subquery):
+    over_window("quantile_over_time", e, "30s", "5s", 0.5) is quantile_over_time(0.5, (e)[30s:5s])."""
+    args = "".join(f"{p}, " for p in params)
+    return f"{function}({args}({expr})[{window}:{step}])"
 
 
 def variables() -> list[Variable]:
@@ -98,44 +128,177 @@ def _role_matcher(roles: Sequence[str]) -> str:
     return f'role="{roles[0]}"' if len(roles) == 1 else f'role=~"{"|".join(roles)}"'
 
 
-def process_cpu(roles: Sequence[str] | None = None, window: str = RATE) -> str:
+# -- process groups ------------------------------------------------------------------------------------------
+
+
+def process_cpu(roles: Sequence[str] | None = None, window: str = RATE, hosts: str = HOST) -> str:
     """Cores each process group uses, one series per host and group (1.0 = one full core): the groups that
     had one of these roles during the window, or every group."""
-    cpu = f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total{{{HOST}}}[{window}]))"
+    cpu = f"sum by (host, group) (rate({_select('loadlab_process_cpu_seconds_total', hosts)}[{window}]))"
     if roles is None:
         return cpu
-    info = f"loadlab_process_group_info{{{HOST}, {_role_matcher(roles)}}}"
+    info = _select("loadlab_process_group_info", hosts, _role_matcher(roles))
     return f"{cpu} and on (host, group) max_over_time({info}[{window}])"
 
 
-def target_cpu(window: str = RATE) -> str:
-    """CPU the target stack burns in cores, all its process groups together."""
-    return f"sum({process_cpu(TARGET_STACK, window)})"
+def target_cpu(window: str = RATE, hosts: str = HOST) -> str:
+    """CPU the target burns in cores (nginx and the app instances, or your service's groups: role `target`),
+    all its process groups on all hosts together: the sweep's `target_cpu`."""
+    return f"sum({process_cpu(TARGET_ROLES, window, hosts)})"
 
 
-def busiest_locust_process(window: str = RATE) -> str:
+def data_cpu(window: str = RATE, hosts: str = HOST) -> str:
+    """CPU the data stores burn in cores (PostgreSQL, Redis: role `data`), all together."""
+    return f"sum({process_cpu(DATA_ROLES, window, hosts)})"
+
+
+def busiest_locust_process(window: str = RATE, hosts: str = HOST) -> str:
     """The Locust process closest to a full core: at 1.0 the generator, not the target, is the limit."""
-    return f"max({process_cpu(GENERATOR, window)})"
+    return f"max({process_cpu(GENERATOR, window, hosts)})"
 
 
-def host_cpu_busy(window: str = RATE) -> str:
-    """Share of each host's CPU time not idle (0..1 over all its cores)."""
-    return f'1 - avg by (host) (rate(loadlab_host_cpu_seconds_total{{{HOST}, mode="idle"}}[{window}]))'
+def process_roles(hosts: str = HOST) -> str:
+    """Each process group's role, as its host's exporter config gives it (labels host, group, role)."""
+    return f"max by (host, group, role) ({_select('loadlab_process_group_info', hosts)})"
 
 
-def host_cores() -> str:
-    return f"max by (host) (loadlab_host_cpus{{{HOST}}})"
+def process_runnable(window: str, hosts: str = HOST) -> str:
+    """Share of the window each group's main threads ran on a CPU or waited in the run queue for one."""
+    runnable = _select("loadlab_process_runnable_seconds_total", hosts)
+    return f"sum by (host, group) (rate({runnable}[{window}]))"
 
 
-def established(role: str, by: str = "host") -> str:
+def processes(window: str | None = None, hosts: str = HOST) -> str:
+    """Processes in each group: now, or the most it had at once in the window."""
+    count = _select("loadlab_processes", hosts)
+    if window is None:
+        return f"max by (host, group) ({count})"
+    return f"max by (host, group) (max_over_time({count}[{window}]))"
+
+
+def fds_limit_ratio(window: str | None = None, hosts: str = HOST) -> str:
+    """The highest share of its own open-files limit one process of each group holds (peak in the window)."""
+    ratio = _select("loadlab_process_open_fds_limit_ratio", hosts)
+    if window is None:
+        return f"max by (host, group) ({ratio})"
+    return f"max by (host, group) (max_over_time({ratio}[{window}]))"
+
+
+def locust_worker_cpu(window: str, hosts: str = HOST) -> str:
+    """Each Locust worker's CPU as the Locust plugin reports it (label `worker`, sampled by Locust every
+    10 s): a stand-in where the exporter counts no Locust process groups."""
+    return f"avg_over_time({_select('loadlab_locust_worker_cpu_ratio', hosts)}[{window}])"
+
+
+# -- hosts ---------------------------------------------------------------------------------------------------
+
+
+def host_cpu_busy(window: str = RATE, hosts: str = HOST) -> str:
+    """Share of each host's CPU time (0..1 over all its cores) neither idle nor waiting for I/O."""
+    cpu = _select("loadlab_host_cpu_seconds_total", hosts)
+    idle = _select("loadlab_host_cpu_seconds_total", hosts, 'mode=~"idle|iowait"')
+    return f"1 - sum by (host) (rate({idle}[{window}])) / sum by (host) (rate({cpu}[{window}]))"
+
+
+def host_cores(hosts: str = HOST) -> str:
+    return f"max by (host) ({_select('loadlab_host_cpus', hosts)})"
+
+
+def host_cpu_cgroup(hosts: str = HOST) -> str:
+    """1 where a host's CPU figures are its own cgroup's, 0 where they are the whole machine's."""
+    return f"max by (host) ({_select('loadlab_host_cpu_cgroup', hosts)})"
+
+
+def host_shared_machine(hosts: str = HOST) -> str:
+    """1 where a host shares its machine's cores with other lab hosts."""
+    return f"max by (host) ({_select('loadlab_host_shared_machine', hosts)})"
+
+
+def host_memory_total(hosts: str = HOST) -> str:
+    return f"max by (host) ({_select('loadlab_host_memory_total_bytes', hosts)})"
+
+
+def host_memory_used(window: str | None = None, hosts: str = HOST) -> str:
+    """Memory in use (total - available: what the kernel could not hand out without swapping), now or at
+    its peak in the window."""
+    total = _select("loadlab_host_memory_total_bytes", hosts)
+    available = _select("loadlab_host_memory_available_bytes", hosts)
+    if window is None:
+        return f"max by (host) ({total}) - max by (host) ({available})"
+    return f"max by (host) (max_over_time({total}[{window}]) - min_over_time({available}[{window}]))"
+
+
+# -- sockets -------------------------------------------------------------------------------------------------
+
+
+def established(role: str, by: str = "host", hosts: str = HOST, port: str = "$port") -> str:
     """Established TCP sockets at the target port: role server = accepted by it, client = opened to it."""
     grouping = f" by ({by}) " if by else ""
-    return f'sum{grouping}(loadlab_tcp_sockets{{{HOST}, role="{role}", state="established", port="$port"}})'
+    sockets = _select("loadlab_tcp_sockets", hosts, f'role="{role}"', 'state="established"', f'port="{port}"')
+    return f"sum{grouping}({sockets})"
 
 
-def postgres_connections() -> str:
-    return f"sum by (host) (loadlab_postgres_connections{{{HOST}}})"
+def ephemeral_ports_used(window: str | None = None, hosts: str = HOST) -> str:
+    """Share of each host's ephemeral port range in use, now or at its peak in the window."""
+    used = _select("loadlab_tcp_ephemeral_ports_used_ratio", hosts)
+    return f"max by (host) ({used if window is None else f'max_over_time({used}[{window}])'})"
 
 
-def postgres_max_connections() -> str:
-    return f"max by (host) (loadlab_postgres_max_connections{{{HOST}}})"
+def time_wait(window: str | None = None, hosts: str = HOST) -> str:
+    """Sockets in TIME_WAIT on each host, every port, now or at the peak in the window."""
+    waiting = _select("loadlab_tcp_time_wait_sockets", hosts)
+    return f"max by (host) ({waiting if window is None else f'max_over_time({waiting}[{window}])'})"
+
+
+def listen_overflows(window: str, hosts: str = HOST) -> str:
+    """Connections each host's kernel dropped on a full listen queue during the window."""
+    overflows = _select("loadlab_tcp_listen_overflows_total", hosts)
+    return f"max by (host) (round(increase({overflows}[{window}])))"
+
+
+# -- connections ---------------------------------------------------------------------------------------------
+
+
+def postgres_connections(hosts: str = HOST) -> str:
+    return f"sum by (host) ({_select('loadlab_postgres_connections', hosts)})"
+
+
+def postgres_max_connections(hosts: str = HOST) -> str:
+    return f"max by (host) ({_select('loadlab_postgres_max_connections', hosts)})"
+
+
+def redis_clients(hosts: str = HOST) -> str:
+    return f"sum by (host) ({_select('loadlab_redis_connected_clients', hosts)})"
+
+
+def redis_maxclients(hosts: str = HOST) -> str:
+    return f"max by (host) ({_select('loadlab_redis_maxclients', hosts)})"
+
+
+def nginx_connections(states: Sequence[str] = ("active", "waiting"), hosts: str = HOST) -> str:
+    """nginx's client connections (stub_status) per host and state: `active` is all open ones, `waiting` the
+    idle keep-alive share of them."""
+    state = f'state="{states[0]}"' if len(states) == 1 else f'state=~"{"|".join(states)}"'
+    return f"sum by (host, state) ({_select('loadlab_nginx_connections', hosts, state)})"
+
+
+def db_pool_in_use(window: str | None = None, hosts: str = HOST, instances: str = INSTANCE) -> str:
+    """Each app instance's DB pool connections in use, now or as a mean over the window."""
+    in_use = _select("loadlab_app_db_pool_connections", hosts, instances, 'state="in_use"')
+    return f"sum by (host, instance) ({in_use if window is None else f'avg_over_time({in_use}[{window}])'})"
+
+
+def db_pool_size(window: str | None = None, hosts: str = HOST, instances: str = INSTANCE) -> str:
+    """Each app instance's DB pool size, now or the largest in the window."""
+    size = _select("loadlab_app_db_pool_size", hosts, instances)
+    return f"max by (host, instance) ({size if window is None else f'max_over_time({size}[{window}])'})"
+
+
+# -- what was down -------------------------------------------------------------------------------------------
+
+
+def sources_up(sources: Sequence[str] | None = None, hosts: str = HOST) -> str:
+    """The exporter's `loadlab_<source>_up` series (1 when it read the source at that scrape, 0 when it
+    failed): of these sources, or of every one."""
+    names = "[a-z]+" if sources is None else f"({'|'.join(sources)})"
+    return _select("", f'__name__=~"loadlab_{names}_up"', hosts)

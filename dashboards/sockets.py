@@ -50,7 +50,7 @@ def _time_wait_row() -> Row:
             Panel(
                 "TIME_WAIT sockets",
                 (
-                    Target(f"sum by (host) (loadlab_tcp_time_wait_sockets{{{H}}})", "{{host}} all"),
+                    Target(q.time_wait(), "{{host}} all"),
                     Target(
                         f'sum by (host, port, role) (loadlab_tcp_sockets{{{H}, state="time_wait"}}) > 0',
                         "{{host}} :{{port}} {{role}}",
@@ -63,7 +63,7 @@ def _time_wait_row() -> Row:
             Panel(
                 "Ephemeral port usage",
                 (
-                    Target(f"max by (host) (loadlab_tcp_ephemeral_ports_used_ratio{{{H}}})", "{{host}}"),
+                    Target(q.ephemeral_ports_used(), "{{host}}"),
                     Target("vector(1)", "exhausted", limit=True),
                 ),
                 PERCENT_UNIT,

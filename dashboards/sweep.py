@@ -21,6 +21,7 @@ from loadlab.dashboards.builder import (
 
 UID = "loadlab-sweep"
 W = q.RANGE
+STEP = "$__interval"
 
 
 def _stat(
@@ -31,11 +32,10 @@ def _stat(
 
 
 def _step_figures_row() -> Row:
-    client_sockets = (
-        f'quantile_over_time(0.5, (sum(loadlab_tcp_sockets{{{q.HOST}, role="client", '
-        f'state="established", port="$port"}}))[{W}:$__interval])'
-    )
-    postgres_connections = f"max(max_over_time(({q.postgres_connections()})[{W}:$__interval]))"
+    # Over the selected range as the sweep reads its window: the median total of client sockets, the most
+    # PostgreSQL backends (the same subqueries, evaluated every $__interval instead of every scrape).
+    client_sockets = q.over_window("quantile_over_time", q.established("client", by=""), W, STEP, 0.5)
+    postgres_connections = f"max({q.over_window('max_over_time', q.postgres_connections(), W, STEP)})"
     return Row(
         "Selected step (drag across one step's region)",
         (
@@ -81,7 +81,7 @@ def _step_figures_row() -> Row:
                 Target(client_sockets, "client sockets"),
                 SHORT,
                 "Median established sockets from the generators to $port, as the sweep's client_sockets.",
-                width=6,
+                width=5,
                 decimals=0,
             ),
             _stat(
@@ -89,21 +89,29 @@ def _step_figures_row() -> Row:
                 Target(q.busiest_locust_process(W), "generator"),
                 PERCENT_UNIT,
                 "Mean CPU of the busiest Locust process; near 100% the generator limits the step.",
-                width=6,
+                width=5,
             ),
             _stat(
                 "Target CPU",
                 Target(q.target_cpu(W), "target"),
                 PERCENT_UNIT,
-                "Mean CPU of the target stack's processes; 100% = one full core.",
-                width=6,
+                "Mean CPU of the target's processes (nginx and the app instances, or your service's), as the "
+                "sweep's target_cpu; 100% = one full core.",
+                width=5,
+            ),
+            _stat(
+                "Data stores CPU",
+                Target(q.data_cpu(W), "data stores"),
+                PERCENT_UNIT,
+                "Mean CPU of the data stores' processes (PostgreSQL, Redis), apart from the target's.",
+                width=5,
             ),
             _stat(
                 "PostgreSQL connections (max)",
                 Target(postgres_connections, "connections"),
                 SHORT,
                 "Most PostgreSQL backends during the range.",
-                width=6,
+                width=4,
                 decimals=0,
             ),
         ),
@@ -142,14 +150,16 @@ def _steps_row() -> Row:
                 width=12,
             ),
             Panel(
-                "Generator and target CPU",
+                "Generator, target and data stores CPU",
                 (
                     Target(q.busiest_locust_process(), "busiest Locust process"),
-                    Target(q.target_cpu(), "target stack"),
+                    Target(q.target_cpu(), "target (nginx, app)"),
+                    Target(q.data_cpu(), "data stores"),
                     Target("vector(1)", "one core", limit=True),
                 ),
                 PERCENT_UNIT,
-                "Which side runs out of CPU first; 100% = one full core.",
+                "Which side runs out of CPU first: the busiest Locust process, the target's processes "
+                "together (the sweep's target_cpu) and the data stores' apart; 100% = one full core.",
                 width=12,
             ),
         ),

@@ -35,6 +35,7 @@ from locust.runners import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from loadlab.exporters import locust_open
+from loadlab.sweep.samples import REPORT_INTERVAL_S
 
 DEFAULT_PORT = 9466
 DEFAULT_HOST = "127.0.0.1"
@@ -229,7 +230,7 @@ def _add_options(parser: Any, **_: Any) -> None:
 
 
 REPORTS_PATH = "/loadlab/reports"
-REPORT_INTERVAL = 1.0
+REPORT_INTERVAL = REPORT_INTERVAL_S
 """Seconds between a worker's reports to the master (Locust's default is 3): each report is one sample of
 what that worker did, so a step's window holds one sample per second per worker."""
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loadlab.errors import LoadlabError, UserError
+from loadlab.errors import LabError, UserError
 from loadlab.lab import Host, Lab
 from loadlab.remote import RemoteHosts
 from loadlab.sweep.lab_view import LabView, view_of
@@ -196,7 +196,7 @@ class Calibration:
                 time.sleep(window * STOP_FOR)
                 remotes[host].run(f"{ctl} start {program}")
                 events["started_at"] = time.time()
-            except LoadlabError as exc:  # the case then fails on its diagnosis; the restore below still runs
+            except LabError as exc:  # the case then fails on its diagnosis; the restore below still runs
                 events["error"] = str(exc)
 
         try:
@@ -267,14 +267,14 @@ class Calibration:
         assert self.view.nginx_url is not None and self.view.prometheus_url is not None
         try:
             check_reachable(self.view.nginx_url)
-        except LoadlabError as exc:
-            raise UserError(f"{exc}: is the lab up? (loadlab status)") from None
+        except LabError as exc:
+            raise LabError(f"{exc}: is the lab up? (loadlab status)") from None
         try:
             ready = httpx.get(f"{self.view.prometheus_url}/-/ready", timeout=5, trust_env=False).status_code
         except httpx.HTTPError:
             ready = None
         if ready != 200:
-            raise UserError(
+            raise LabError(
                 f"the lab's Prometheus at {self.view.prometheus_url} does not answer: is the lab up? "
                 "(loadlab status)"
             )

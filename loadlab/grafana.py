@@ -21,7 +21,7 @@ from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaU
 
 from loadlab.dashboards import DASHBOARDS, load
 from loadlab.dashboards.builder import SWEEP_ANNOTATION_TAGS
-from loadlab.errors import LoadlabError, UserError
+from loadlab.errors import LabError, UserError
 from loadlab.inputs import parse_url, read_text
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class StepAnnotator:
         """The lab's Grafana as `loadlab grafana sync` finds it; none where none was provisioned from here."""
         try:
             settings = resolve_settings(url, inventory_url=inventory_url)
-        except (LoadlabError, OSError) as exc:
+        except (UserError, OSError) as exc:
             log.warning("Grafana annotations off: %s", exc)
             return cls(None)
         if settings.password is None and url is None and not os.environ.get(URL_ENV):
@@ -181,13 +181,13 @@ def _call(settings: GrafanaSettings, what: str, func: Any, *args: Any, missing_o
         if missing_ok and exc.status_code == 404:
             return None
         if not isinstance(exc, GrafanaUnauthorizedError):
-            raise UserError(f"Grafana at {settings.url} refused {what}: {_reason(exc)}") from exc
-        raise UserError(
+            raise LabError(f"Grafana at {settings.url} refused {what}: {_reason(exc)}") from exc
+        raise LabError(
             f"Grafana at {settings.url} refused user {settings.user!r} while {what}: "
             f"check {PASSWORD_FILE} (written by the grafana role)"
         ) from exc
     except _FAILURES as exc:
-        raise UserError(f"Grafana at {settings.url} failed while {what}: {_reason(exc)}") from exc
+        raise LabError(f"Grafana at {settings.url} failed while {what}: {_reason(exc)}") from exc
 
 
 def sync_dashboards(

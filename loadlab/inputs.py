@@ -1,4 +1,5 @@
-"""Values a user hands to any command, read one way: finite numbers, URLs with a valid port, UTF-8 files.
+"""Values a user hands to any command, read one way: finite numbers, durations, URLs with a valid port,
+UTF-8 files.
 
 Each reader takes `where` (the flag, the file and field, the inventory knob) and raises UserError naming
 it, so a bad value anywhere is the same one line and exit 2.
@@ -7,11 +8,16 @@ it, so a bad value anywhere is the same one line and exit 2.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from loadlab.errors import UserError
+
+MAX_DURATION = 24 * 3600.0  # longer than a day for one step or warm-up is a typo, not a plan
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
 def finite_number(
@@ -39,6 +45,29 @@ def finite_number(
     if maximum is not None and number > maximum:
         raise UserError(f"{where}: {value!r} is not {what} (must be at most {maximum:g})")
     return number
+
+
+def parse_duration(text: str | int | float, what: str = "duration") -> float:
+    """Seconds from '30s', '2m', '1m30s', '500ms' or a bare number of seconds."""
+    if isinstance(text, bool):
+        raise UserError(f"{what}: expected a duration like 30s or 2m, got {text!r}")
+    if isinstance(text, int | float):
+        seconds = finite_number(text, what, what="a duration like 30s or 2m")
+    else:
+        raw = str(text).strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", raw):
+            seconds = float(raw)
+        else:
+            parts = _DURATION_PART.findall(raw)
+            if not parts or "".join(n + u for n, u in parts) != raw:
+                raise UserError(f"{what}: expected a duration like 30s, 2m or 1m30s, got {text!r}")
+            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+            seconds = sum(float(n) * scale[u] for n, u in parts)
+    if seconds < 0:
+        raise UserError(f"{what}: must not be negative, got {text!r}")
+    if not seconds <= MAX_DURATION:
+        raise UserError(f"{what}: {text!r} is longer than {MAX_DURATION / 3600:g}h")
+    return seconds
 
 
 def target_port(url: str) -> int:

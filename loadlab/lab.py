@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadlab.errors import LoadlabError, UserError
+from loadlab.errors import UserError
 from loadlab.inputs import parse_url, target_port
 
 GROUPS = ("lb", "app", "postgres", "redis", "loadgen", "monitor", "external")
@@ -187,7 +187,7 @@ class Lab:
         try:
             _ = lab.external_target_url  # named once, a URL with a valid port
             lab.services()  # every port and count knob in range, before any command relies on one
-        except LoadlabError as exc:
+        except UserError as exc:
             raise UserError(f"{str(exc).replace('inventory:', f'inventory {inventory}:', 1)}") from None
         return lab
 

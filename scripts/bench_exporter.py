@@ -31,6 +31,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from loadlab.exporters.config import DEFAULT_PORTS
@@ -181,7 +182,20 @@ def process(cmd: list[str], url: str) -> Iterator[subprocess.Popen]:
             proc.wait()
 
 
-def main() -> None:
+@dataclass
+class Targets:
+    """The three scrape targets: node_exporter with tcpstat, node_exporter with no collector (the
+    baseline), and `loadlab exporter`; each a command and its /metrics URL."""
+
+    ne_cmd: list[str]
+    ne_url: str
+    base_cmd: list[str]
+    base_url: str
+    exp_cmd: list[str]
+    exp_url: str
+
+
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="5000,10000,20000", help="connection counts, ascending")
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per figure (median shown)")
@@ -189,33 +203,116 @@ def main() -> None:
     parser.add_argument(
         "--config", help="exporter config file, to include postgres/redis/nginx in the full scrape"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _loadlab_command() -> str | None:
+    """The `loadlab` command of this environment (else of the PATH), None where it is not installed."""
+    return shutil.which("loadlab", path=str(Path(sys.executable).parent)) or shutil.which("loadlab")
+
+
+def _targets(loadlab: str, ports: list[int], config: str | None) -> Targets:
+    """The scrape targets, each on a free loopback port."""
+    ne_port, base_port, exp_port = free_port(), free_port(), free_port()
+    exp_cmd = [loadlab, "exporter", "--listen", f"127.0.0.1:{exp_port}", "--ports", ",".join(map(str, ports))]
+    if config:
+        exp_cmd += ["--config", config]
+    return Targets(
+        ne_cmd=[
+            NODE_EXPORTER,
+            "--collector.disable-defaults",
+            "--collector.tcpstat",
+            f"--web.listen-address=127.0.0.1:{ne_port}",
+        ],
+        ne_url=f"http://127.0.0.1:{ne_port}/metrics",
+        base_cmd=[
+            NODE_EXPORTER,
+            "--collector.disable-defaults",
+            f"--web.listen-address=127.0.0.1:{base_port}",
+        ],
+        base_url=f"http://127.0.0.1:{base_port}/metrics",
+        exp_cmd=exp_cmd,
+        exp_url=f"http://127.0.0.1:{exp_port}/metrics",
+    )
+
+
+def _level(
+    level: int, conns: Connections, collector: SocketsCollector, targets: Targets, repeat: int
+) -> tuple[float, float]:
+    """Grow to `level` connections and print its row; the collector's and node_exporter's net tcpstat
+    times (seconds)."""
+    conns.grow_to(level)
+    families = list(collector.collect())
+    n_sockets = sum(s.value for s in families[0].samples)
+    est = {
+        s.labels["role"]: s.value
+        for s in families[0].samples
+        if s.labels["port"] == str(conns.port) and s.labels["state"] == "established"
+    }
+    coll = timed(lambda: list(collector.collect()), repeat)
+    ss = timed(
+        lambda: subprocess.run(["ss", "-Htan", "state", "established"], stdout=subprocess.PIPE, check=True),
+        repeat,
+    )
+    ne = timed(lambda: scrape(targets.ne_url), repeat)
+    base = timed(lambda: scrape(targets.base_url), repeat)
+    ne_self = statistics.median(
+        sample(scrape(targets.ne_url)[1], "node_scrape_collector_duration_seconds", '{collector="tcpstat"}')
+        or float("nan")
+        for _ in range(repeat)
+    )
+    full = timed(lambda: scrape(targets.exp_url), repeat)
+    net = max(ne - base, 1e-9)
+    print(
+        f"{level:>6} {int(n_sockets):>7} {coll * 1e3:>9.2f} {ss * 1e3:>7.2f} {ne * 1e3:>12.2f} "
+        f"{base * 1e3:>9.2f} {net * 1e3:>8.2f} {ne_self * 1e3:>9.2f} {coll / net:>8.2f} "
+        f"{coll / ss:>7.2f} {full * 1e3:>11.2f}"
+    )
+    if est.get("server") != level or est.get("client") != level:
+        print(
+            f"       warning: collector counted {est} established on port {conns.port}, expected {level} each"
+        )
+    return coll, net
+
+
+def _per_collector(exp_url: str, repeat: int) -> dict[str, float]:
+    """Median seconds of each collector in the exporter's full scrape, as the exporter reports them."""
+    per: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        _, body = scrape(exp_url)
+        for name, v in re.findall(
+            r'^loadlab_scrape_duration_seconds\{collector="(\w+)"\} (\S+)$', body, re.M
+        ):
+            per.setdefault(name, []).append(float(v))
+    return {name: statistics.median(v) for name, v in per.items()}
+
+
+def _rss_over_scrapes(exp_url: str, pid: int, scrapes: int) -> list[str]:
+    """The exporter's resident memory (MiB) after 1, 10, 25, 50 and every 100 scrapes, up to `scrapes`."""
+    marks = sorted({1, 10, 25, 50, scrapes} | set(range(100, scrapes + 1, 100)))
+    marks = [m for m in marks if m <= scrapes]
+    seen = []
+    for i in range(1, scrapes + 1):
+        scrape(exp_url)
+        if i in marks:
+            seen.append(f"{i}: {rss_mib(pid):.1f}")
+    return seen
+
+
+def main() -> None:
+    args = _parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     hard = raise_nofile()
     if not os.path.exists(NODE_EXPORTER):
         sys.exit(f"error: {NODE_EXPORTER} is missing (apt-get install prometheus-node-exporter)")
-    loadlab = shutil.which("loadlab", path=str(Path(sys.executable).parent)) or shutil.which("loadlab")
+    loadlab = _loadlab_command()
     if loadlab is None:
         sys.exit("error: the loadlab command is not installed in this environment (pip install -e .)")
 
     conns = Connections()
     ports = [*DEFAULT_PORTS, conns.port]
     collector = SocketsCollector(ports)
-    ne_port, base_port, exp_port = free_port(), free_port(), free_port()
-    ne_url = f"http://127.0.0.1:{ne_port}/metrics"
-    base_url = f"http://127.0.0.1:{base_port}/metrics"
-    exp_url = f"http://127.0.0.1:{exp_port}/metrics"
-    ne_cmd = [
-        NODE_EXPORTER,
-        "--collector.disable-defaults",
-        "--collector.tcpstat",
-        f"--web.listen-address=127.0.0.1:{ne_port}",
-    ]
-    base_cmd = [NODE_EXPORTER, "--collector.disable-defaults", f"--web.listen-address=127.0.0.1:{base_port}"]
-    exp_cmd = [loadlab, "exporter", "--listen", f"127.0.0.1:{exp_port}", "--ports", ",".join(map(str, ports))]
-    if args.config:
-        exp_cmd += ["--config", args.config]
-
+    targets = _targets(loadlab, ports, args.config)
     print(
         f"loadlab exporter benchmark: {os.cpu_count()} cores, kernel {os.uname().release}, "
         f"RLIMIT_NOFILE hard {hard}, {PER_CHILD} connections per child process, median of {args.repeat} runs"
@@ -227,76 +324,25 @@ def main() -> None:
     )
     try:
         with (
-            process(ne_cmd, ne_url),
-            process(base_cmd, base_url),
-            process(exp_cmd, exp_url) as exporter,
+            process(targets.ne_cmd, targets.ne_url),
+            process(targets.base_cmd, targets.base_url),
+            process(targets.exp_cmd, targets.exp_url) as exporter,
         ):
             print(header)
-            rows = []
+            coll, net = 0.0, 0.0
             for level in levels:
-                conns.grow_to(level)
-                families = list(collector.collect())
-                n_sockets = sum(s.value for s in families[0].samples)
-                est = {
-                    s.labels["role"]: s.value
-                    for s in families[0].samples
-                    if s.labels["port"] == str(conns.port) and s.labels["state"] == "established"
-                }
-                coll = timed(lambda: list(collector.collect()), args.repeat)
-                ss = timed(
-                    lambda: subprocess.run(
-                        ["ss", "-Htan", "state", "established"], stdout=subprocess.PIPE, check=True
-                    ),
-                    args.repeat,
-                )
-                ne = timed(lambda: scrape(ne_url), args.repeat)
-                base = timed(lambda: scrape(base_url), args.repeat)
-                ne_self = statistics.median(
-                    sample(
-                        scrape(ne_url)[1], "node_scrape_collector_duration_seconds", '{collector="tcpstat"}'
-                    )
-                    or float("nan")
-                    for _ in range(args.repeat)
-                )
-                full = timed(lambda: scrape(exp_url), args.repeat)
-                net = max(ne - base, 1e-9)
-                rows.append((level, coll, net))
-                print(
-                    f"{level:>6} {int(n_sockets):>7} {coll * 1e3:>9.2f} {ss * 1e3:>7.2f} {ne * 1e3:>12.2f} "
-                    f"{base * 1e3:>9.2f} {net * 1e3:>8.2f} {ne_self * 1e3:>9.2f} {coll / net:>8.2f} "
-                    f"{coll / ss:>7.2f} {full * 1e3:>11.2f}"
-                )
-                if est.get("server") != level or est.get("client") != level:
-                    print(
-                        f"       warning: collector counted {est} established on port {conns.port}, "
-                        f"expected {level} each"
-                    )
-
-            per: dict[str, list[float]] = {}
-            for _ in range(args.repeat):
-                _, body = scrape(exp_url)
-                for name, v in re.findall(
-                    r'^loadlab_scrape_duration_seconds\{collector="(\w+)"\} (\S+)$', body, re.M
-                ):
-                    per.setdefault(name, []).append(float(v))
+                coll, net = _level(level, conns, collector, targets, args.repeat)
+            per = _per_collector(targets.exp_url, args.repeat)
             print(
                 f"\nfull scrape at {levels[-1]} connections, per collector (exporter's own, median ms): "
-                + ", ".join(f"{name} {statistics.median(v) * 1e3:.2f}" for name, v in per.items())
+                + ", ".join(f"{name} {median * 1e3:.2f}" for name, median in per.items())
             )
-            level, coll, net = rows[-1]
             verdict = "met" if coll <= net / 2 else "NOT met"
             print(
-                f"goal 'collector at {level} <= half of node_exporter tcpstat': {coll * 1e3:.2f} ms vs "
+                f"goal 'collector at {levels[-1]} <= half of node_exporter tcpstat': {coll * 1e3:.2f} ms vs "
                 f"{net * 1e3:.2f} ms -> {verdict}"
             )
-
-            marks = sorted({1, 10, 25, 50, args.scrapes} | set(range(100, args.scrapes + 1, 100)))
-            marks = [m for m in marks if m <= args.scrapes]
-            seen = []
-            for i in range(1, args.scrapes + 1):
-                scrape(exp_url)
-                if i in marks:
-                    seen.append(f"{i}: {rss_mib(exporter.pid):.1f}")
+            seen = _rss_over_scrapes(targets.exp_url, exporter.pid, args.scrapes)
             print(f"exporter RSS (MiB) after N scrapes at {levels[-1]} connections: " + ", ".join(seen))
     finally:
         conns.close()

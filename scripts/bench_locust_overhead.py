@@ -93,6 +93,10 @@ class Result:
     per_core: float  # requests per CPU second: requests and CPU counted between the same two instants
 
 
+class BenchFailed(Exception):
+    """A generator or nginx did not do what the benchmark needs: the entry point says so and exits."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,7 +110,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
+    raise BenchFailed(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
 
 
 @contextlib.contextmanager
@@ -163,7 +167,7 @@ def nginx_requests(port: int) -> int:
         text = r.read().decode()
     counts = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s*$", text, re.MULTILINE)
     if counts is None:
-        raise SystemExit(f"nginx stub_status without counters:\n{text}")
+        raise BenchFailed(f"nginx stub_status without counters:\n{text}")
     return int(counts[3])
 
 
@@ -215,7 +219,7 @@ def run_wrk(port: int, core: int, seconds: int, connections: int) -> Result:
             proc.wait()
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out or "")
     if rate is None:
-        raise SystemExit(f"wrk printed no request rate:\n{out}")
+        raise BenchFailed(f"wrk printed no request rate:\n{out}")
     return measured(float(rate[1]), window)
 
 
@@ -291,9 +295,9 @@ def run_locusts(runs: list[LocustRun], core: int, seconds: int, users: int) -> l
         with Path(f"{run.locustfile.with_suffix('')}_stats.csv").open() as f:
             total = next((r for r in csv.DictReader(f) if r["Name"] == "Aggregated"), None)
         if total is None or not float(total["Request Count"]):
-            raise SystemExit(f"{name}: Locust made no request\n{err[-2000:]}")
+            raise BenchFailed(f"{name}: Locust made no request\n{err[-2000:]}")
         if float(total["Failure Count"]):
-            raise SystemExit(f"{name}: {total['Failure Count']} requests failed\n{err[-2000:]}")
+            raise BenchFailed(f"{name}: {total['Failure Count']} requests failed\n{err[-2000:]}")
         results.append(measured(float(total["Requests/s"]), window))
     return results
 
@@ -383,4 +387,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BenchFailed as exc:
+        sys.exit(str(exc))

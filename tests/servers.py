@@ -1,4 +1,8 @@
-"""Real PostgreSQL, Redis and nginx servers for tests: loopback, free ports, temp dirs, stopped afterwards."""
+"""Real PostgreSQL, Redis and nginx servers for tests: loopback, free ports, temp dirs, stopped afterwards.
+
+A test that uses one of the fixtures here is in the real-server tier (tests/conftest.py marks it `server`);
+where a server's program is not installed, the test skips and says which package brings it.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,37 @@ from pathlib import Path
 import pytest
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The Debian package that installs each program the real-server tests start (scripts/bootstrap.sh has them).
+PACKAGES = {
+    "nginx": "nginx",
+    "redis-server": "redis-server",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "supervisord": "supervisor",
+    "supervisorctl": "supervisor",
+    "postgres": "postgresql-15",
+    "initdb": "postgresql-15",
+    "psql": "postgresql-15",
+}
+
+
+def require(program: str | Path) -> str:
+    """The path of a program a test needs; the test skips, naming the package to install, where it is missing.
+
+    A bare name is looked up on PATH and then in /usr/sbin (nginx and sshd live there, off a user's PATH)."""
+    if isinstance(program, Path):
+        found = str(program) if os.access(program, os.X_OK) else None
+    else:
+        found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
+    if found is None:
+        package = PACKAGES.get(Path(program).name, Path(program).name)
+        pytest.skip(
+            f"{program} is not installed (apt install {package}): this test starts or runs it; "
+            "`make system` installs every program the tests need"
+        )
+    return found
 
 
 def free_port() -> int:
@@ -132,13 +167,16 @@ class PostgresServer(_Server):
         self.max_connections = max_connections
         self.app_password = secrets.token_hex(12)
         self.monitor_password = secrets.token_hex(12)
+        self._initdb, self._postgres, self._psql = (
+            require(PG_BIN / n) for n in ("initdb", "postgres", "psql")
+        )
         pw = pwd.getpwnam("postgres")
         self._uid, self._gid = pw.pw_uid, pw.pw_gid
         for d in (root, self.sockdir):
             d.mkdir(parents=True, exist_ok=True)
             os.chown(d, self._uid, self._gid)
         subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            [self._initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
             check=True,
             capture_output=True,
             user=self._uid,
@@ -147,7 +185,7 @@ class PostgresServer(_Server):
 
     def _command(self) -> list[str]:
         return [
-            str(PG_BIN / "postgres"),
+            self._postgres,
             "-D", str(self.data),
             "-p", str(self.port),
             "-k", str(self.sockdir),
@@ -162,7 +200,7 @@ class PostgresServer(_Server):
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL as the superuser over the unix socket."""
         out = subprocess.run(
-            [str(PG_BIN / "psql"), "-h", str(self.sockdir), "-p", str(self.port), "-U", "postgres",
+            [self._psql, "-h", str(self.sockdir), "-p", str(self.port), "-U", "postgres",
              "-d", dbname, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
             check=True,
             capture_output=True,
@@ -197,6 +235,7 @@ class RedisServer(_Server):
 
     def __init__(self, root: Path) -> None:
         super().__init__()
+        self.program = require("redis-server")
         self.root = root
         self.port = free_port()
         self.password = secrets.token_hex(12)
@@ -204,7 +243,7 @@ class RedisServer(_Server):
 
     def _command(self) -> list[str]:
         return [
-            "redis-server", "--port", str(self.port), "--bind", self.host, "--requirepass", self.password,
+            self.program, "--port", str(self.port), "--bind", self.host, "--requirepass", self.password,
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.root),
             "--maxclients", "200",
         ]  # fmt: skip
@@ -219,6 +258,7 @@ class NginxStub(_Server):
 
     def __init__(self, root: Path) -> None:
         super().__init__()
+        self.program = require("nginx")
         self.root = root
         self.port = free_port()
         root.mkdir(parents=True, exist_ok=True)
@@ -247,7 +287,7 @@ http {{
         )
 
     def _command(self) -> list[str]:
-        return ["nginx", "-p", str(self.root), "-c", str(self.root / "nginx.conf")]
+        return [self.program, "-p", str(self.root), "-c", str(self.root / "nginx.conf")]
 
     @property
     def status_url(self) -> str:
@@ -267,8 +307,7 @@ def _running(server: _Server, root: Path) -> Iterator[_Server]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL 15 with the lab's roles; tests may stop() and start() it."""
-    if not (PG_BIN / "postgres").exists():
-        pytest.fail("PostgreSQL 15 is not installed: run `make system` (scripts/bootstrap.sh)")
+    require(PG_BIN / "postgres")
     root = Path(tempfile.mkdtemp(prefix="loadlab-pg-"))
     server = PostgresServer(root)
     with _running(server, root):
@@ -279,6 +318,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A real redis-server with requirepass; tests may stop() and start() it."""
+    require("redis-server")
     root = Path(tempfile.mkdtemp(prefix="loadlab-redis-"))
     with _running(RedisServer(root), root) as server:
         yield server
@@ -287,6 +327,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def nginx_stub() -> Iterator[NginxStub]:
     """A real nginx with stub_status; tests may stop() and start() it."""
+    require("nginx")
     root = Path(tempfile.mkdtemp(prefix="loadlab-nginx-"))
     with _running(NginxStub(root), root) as server:
         yield server

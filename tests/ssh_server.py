@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, terminate, wait_port
+from tests.servers import free_port, require, terminate, wait_port
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -37,16 +37,16 @@ class SshServer:
 
 
 def _keygen(path: Path) -> None:
+    keygen = require("ssh-keygen")
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "loadlab-test", "-f", str(path)], check=True
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "loadlab-test", "-f", str(path)], check=True
     )
 
 
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[SshServer]:
     """sshd -D on 127.0.0.1:<free port>, accepting one generated key for the current user."""
-    if not SSHD.exists():
-        pytest.fail("/usr/sbin/sshd is missing: install openssh-server (scripts/bootstrap.sh)")
+    require(SSHD)
     root = Path(tempfile.mkdtemp(prefix="loadlab-sshd-"))
     try:
         _keygen(root / "host_key")

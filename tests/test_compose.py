@@ -41,7 +41,7 @@ from loadlab.cli.status import check_containers
 from loadlab.errors import UserError
 from loadlab.exporters.config import load_config
 from loadlab.lab import Lab
-from tests.servers import PG_BIN, free_port, terminate, wait_port
+from tests.servers import PG_BIN, free_port, require, terminate, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TWIN_INVENTORY = ROOT / "inventory" / "compose.yml"
@@ -290,7 +290,7 @@ def test_nginx_conf_passes_nginx_t(rendered, tmp_path):
     (tmp_path / "nginx").mkdir()
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = require("nginx")
     result = subprocess.run(
         [nginx, "-t", "-q", "-c", str(conf), "-e", "stderr", "-p", str(tmp_path)],
         capture_output=True,
@@ -302,7 +302,7 @@ def test_nginx_conf_passes_nginx_t(rendered, tmp_path):
 def test_prometheus_yml_passes_promtool_and_scrapes_what_the_twin_publishes(rendered, tmp_path):
     path = tmp_path / "prometheus.yml"
     path.write_text(rendered.files["prometheus/prometheus.yml"])
-    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    promtool = require("promtool")
     result = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load(path.read_text())
@@ -316,9 +316,11 @@ def test_prometheus_yml_passes_promtool_and_scrapes_what_the_twin_publishes(rend
     assert {job["static_configs"][0]["labels"]["host"] for job in config["scrape_configs"]} == {"compose"}
 
 
+@pytest.mark.server
 def test_redis_starts_with_the_rendered_conf(rendered, model, tmp_path):
     """redis-server on a free loopback port with the rendered redis.conf, started the way the container's
     command starts it (sh hands over to redis-server, the password from the environment), then stopped."""
+    require("redis-server")  # the container's command runs it by name, as found on PATH
     conf = tmp_path / "redis.conf"
     conf.write_text(rendered.files["redis/redis.conf"])
     assert "requirepass" not in conf.read_text().replace("# requirepass", "")
@@ -356,11 +358,13 @@ def pg_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.server
 def test_postgres_starts_with_the_rendered_configs_and_init_script(rendered, pg_root):
     """A throwaway PostgreSQL 15 (the twin's major) run with the rendered postgresql.conf and pg_hba.conf
     (their container paths rewritten to a temp folder, port and address to a free loopback one), the
     rendered init script run over the socket as the image runs it; then the lab's users log in over TCP
     with their passwords, as the app containers and the exporter do. Stopped afterwards."""
+    initdb, postgres = require(PG_BIN / "initdb"), require(PG_BIN / "postgres")
     pw = pwd.getpwnam("postgres")
     root = pg_root
     data, sock, conf_dir = root / "data", root / "sock", root / "etc"
@@ -369,7 +373,7 @@ def test_postgres_starts_with_the_rendered_configs_and_init_script(rendered, pg_
         os.chown(folder, pw.pw_uid, pw.pw_gid)
     as_postgres = {"user": pw.pw_uid, "group": pw.pw_gid}
     subprocess.run(
-        [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"],
+        [initdb, "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"],
         check=True,
         capture_output=True,
         **as_postgres,
@@ -388,7 +392,7 @@ def test_postgres_starts_with_the_rendered_configs_and_init_script(rendered, pg_
     (conf_dir / "postgresql.conf").write_text(conf)
     (conf_dir / "pg_hba.conf").write_text(rendered.files["postgres/pg_hba.conf"])
     proc = subprocess.Popen(
-        [str(PG_BIN / "postgres"), f"--config-file={conf_dir / 'postgresql.conf'}"],
+        [postgres, f"--config-file={conf_dir / 'postgresql.conf'}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         **as_postgres,
@@ -591,7 +595,7 @@ def engine(tmp_path, monkeypatch) -> Iterator[_EngineStandIn]:
     """A stand-in of the Docker Engine API on a unix socket, named by DOCKER_HOST: not a Docker engine."""
     path = str(tmp_path / "docker.sock")
     server = _EngineStandIn(path)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # quick shutdown()
     thread.start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
     try:

@@ -1,7 +1,8 @@
 """Every dashboard query against a real Prometheus scraping real sources under a small load, and the PNGs.
 
-The sources are the lab's own: `loadlab exporter` reading a real PostgreSQL, Redis and nginx, one real
-app instance, and a headless Locust run that loads the lab's metrics plugin. Prometheus is Debian's,
+The sources are the lab's own: `loadlab exporter` reading a real PostgreSQL, Redis and nginx (with their
+process groups, the data stores, beside the app instance's: the target), one real app instance, and a
+headless Locust run that loads the lab's metrics plugin. Prometheus is Debian's,
 in a temp dir on a free port, scraping every second. The load is tiny (3 users for about 12 s, loopback).
 A query that parses but returns nothing here is a bug in the query or in the exporter.
 """
@@ -119,6 +120,7 @@ def mini_lab(postgres_server, redis_server, nginx_stub) -> Iterator[MiniLab]:
         lab = MiniLab(f"http://127.0.0.1:{prometheus_port}", 0.0, 0.0, {"port": str(app.port)})
         try:
             ports = [app.port, nginx_stub.port, postgres_server.port, redis_server.port, metrics_port]
+            pg_data = re.escape(str(postgres_server.data))  # the postmaster's command line names its cluster
             lab.procs.append(
                 subprocess.Popen(
                     [str(BIN / "loadlab"), "exporter", "--listen", f"127.0.0.1:{exporter_port}",
@@ -127,6 +129,8 @@ def mini_lab(postgres_server, redis_server, nginx_stub) -> Iterator[MiniLab]:
                      "--redis-url", redis_server.url,
                      "--nginx-status-url", nginx_stub.status_url,
                      "--process-group", rf"app-{app.port}=loadlab\.app .*--port {app.port}\b",
+                     "--process-group", rf"postgres=\bpostgres -D {pg_data}( |$)",
+                     "--process-group", rf"redis=\bredis-server \S*:{redis_server.port}\b",
                      "--process-group", r"locust-local=\blocust\b.*--headless\b"],
                     stdout=(root / "exporter.log").open("w"),
                     stderr=subprocess.STDOUT,

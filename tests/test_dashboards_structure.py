@@ -193,9 +193,12 @@ def test_load_saturation_puts_load_and_both_sides_on_one_page():
         "loadlab_nginx_connections",
     } <= metrics
     text = " ".join(exprs("load-saturation"))
-    # CPU of the target stack and of each Locust process: process groups chosen by role, not by name
-    assert 'loadlab_process_group_info{host=~"$host", role=~"target|data"}' in text
+    # CPU of the target, of the data stores and of each Locust process: process groups chosen by role, not
+    # by name, and the target apart from its data stores
+    assert 'loadlab_process_group_info{host=~"$host", role="target"}' in text
+    assert 'loadlab_process_group_info{host=~"$host", role="data"}' in text
     assert 'loadlab_process_group_info{host=~"$host", role="loadgen"}' in text
+    assert "target|data" not in text
     assert "group=~" not in text
     assert 'role="server"' in text and 'role="client"' in text and 'port="$port"' in text
     for q in ("0.5", "0.95", "0.99"):  # p50, p95, p99 from the Locust plugin's histogram
@@ -205,17 +208,43 @@ def test_load_saturation_puts_load_and_both_sides_on_one_page():
 
 
 def test_target_cpu_selects_process_groups_by_role_on_their_own_host():
-    """The target stack is the groups whose role is target or data, whatever they are called, each matched
-    to the role its own host's exporter gives it."""
-    for expr in (
-        queries.target_cpu(),
-        queries.target_cpu(queries.RANGE),
-        queries.process_cpu(queries.TARGET_STACK),
+    """The target is the groups whose role is target (the sweep's target_cpu), the data stores those whose
+    role is data, whatever they are called, each matched to the role its own host's exporter gives it."""
+    for expr, role in (
+        (queries.target_cpu(), "target"),
+        (queries.target_cpu(queries.RANGE), "target"),
+        (queries.process_cpu(queries.TARGET_ROLES), "target"),
+        (queries.data_cpu(), "data"),
+        (queries.process_cpu(queries.DATA_ROLES), "data"),
     ):
         assert "and on (host, group) max_over_time(loadlab_process_group_info{" in expr
-        assert 'role=~"target|data"' in expr
+        assert f'role="{role}"' in expr and "role=~" not in expr
     assert 'role="loadgen"' in queries.busiest_locust_process()
     assert "loadlab_process_group_info" not in queries.process_cpu()  # every group, whatever its role
+
+
+def test_the_sweeps_cpu_figures_are_the_dashboards_queries():
+    """The sweep dashboard's "Target CPU" and "Data stores CPU" stats are the queries the module builds over
+    the selected range, and the time series the same over $__rate_interval."""
+    stats = {p["title"]: p["targets"][0]["expr"] for p in panels("sweep") if p["type"] == "stat"}
+    assert stats["Target CPU"] == queries.target_cpu(queries.RANGE)
+    assert stats["Data stores CPU"] == queries.data_cpu(queries.RANGE)
+    cpu = next(p for p in panels("sweep") if p["title"] == "Generator, target and data stores CPU")
+    assert {t["expr"] for t in cpu["targets"]} >= {queries.target_cpu(), queries.data_cpu()}
+
+
+def test_shared_queries_take_a_host_matcher_or_none():
+    """The sweep reads every host (no matcher) or some (hosts_matcher); the dashboards read `$host`."""
+    assert queries.host_cores("") == "max by (host) (loadlab_host_cpus)"
+    assert queries.host_cores() == 'max by (host) (loadlab_host_cpus{host=~"$host"})'
+    assert queries.hosts_matcher(["b.lab", "a"]) == r'host=~"a|b\\.lab"'  # PromQL's string escapes
+    assert queries.hosts_matcher([]) == ""
+    assert queries.established("client", by="", hosts="", port="8080") == (
+        'sum(loadlab_tcp_sockets{role="client", state="established", port="8080"})'
+    )
+    assert queries.over_window("quantile_over_time", "up", "30s", "5s", 0.5) == (
+        "quantile_over_time(0.5, (up)[30s:5s])"
+    )
 
 
 def test_sockets_dashboard_covers_both_roles_time_wait_and_ports():

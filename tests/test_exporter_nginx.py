@@ -13,6 +13,7 @@ from loadlab.exporters.server import LabExporter
 from tests.exporter_support import GOLDEN, Snapshot, assert_golden, exposition, promtool_check, registry_of
 
 
+@pytest.mark.server
 def test_requests_and_connections(nginx_stub) -> None:
     collector = NginxCollector(NginxSource(nginx_stub.status_url))
     before = registry_of(collector).get_sample_value("loadlab_nginx_requests_total")
@@ -30,6 +31,7 @@ def test_requests_and_connections(nginx_stub) -> None:
     assert promtool_check(exposition(registry_of(collector))) == ""
 
 
+@pytest.mark.server
 def test_stopped_server_is_up_0_others_intact_logged_once(nginx_stub, caplog) -> None:
     registry = registry_of(LabExporter([NginxCollector(NginxSource(nginx_stub.status_url)), HostCollector()]))
     assert registry.get_sample_value("loadlab_nginx_up") == 1

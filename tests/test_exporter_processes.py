@@ -60,7 +60,10 @@ def test_groups_sum_their_processes(marker: str, children: list[subprocess.Popen
     assert get("loadlab_process_open_fds", {"group": "first"}) == fds
     assert fds >= 3 + 5
     assert get("loadlab_process_resident_memory_bytes", {"group": "first"}) > 1_000_000
-    assert get("loadlab_process_cpu_seconds_total", {"group": "first"}) >= 0
+    # the child's own CPU (user + system, as psutil reads it; the child sits idle on stdin by now)
+    child_cpu = sum(psutil.Process(children[0].pid).cpu_times()[:2])
+    assert get("loadlab_process_cpu_seconds_total", {"group": "first"}) == pytest.approx(child_cpu, abs=0.02)
+    assert get("loadlab_process_cpu_seconds_total", {"group": "both"}) > 0  # a Python start costs CPU
     assert get("loadlab_processes", {"group": "exporter"}) == 1  # this process, always its own group
     assert promtool_check(exposition(registry)) == ""
 

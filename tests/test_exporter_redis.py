@@ -34,6 +34,7 @@ def _get(source, name):
     return registry_of(RedisCollector(source)).get_sample_value(name)
 
 
+@pytest.mark.server
 def test_hits_misses_clients_and_limits(redis_server, source, client) -> None:
     key = f"exporter-{uuid.uuid4().hex}"
     client.set(key, "1")
@@ -54,6 +55,7 @@ def test_hits_misses_clients_and_limits(redis_server, source, client) -> None:
     client.delete(key)
 
 
+@pytest.mark.server
 def test_blocked_clients(redis_server, source) -> None:
     blocker = redis.Redis.from_url(redis_server.url)
     before = _get(source, "loadlab_redis_blocked_clients")
@@ -71,10 +73,12 @@ def test_blocked_clients(redis_server, source) -> None:
         blocker.close()
 
 
+@pytest.mark.server
 def test_real_output_passes_promtool(source) -> None:
     assert promtool_check(exposition(registry_of(RedisCollector(source)))) == ""
 
 
+@pytest.mark.server
 def test_stopped_server_is_up_0_others_intact_logged_once(redis_server, source, caplog) -> None:
     registry = registry_of(LabExporter([RedisCollector(source), HostCollector()]))
     assert registry.get_sample_value("loadlab_redis_up") == 1

@@ -34,13 +34,12 @@ from loadlab.sweep import resource_model as model
 from loadlab.sweep.diagnosis import VOCABULARY, attribute_errors, diagnose
 from loadlab.sweep.resources import PrometheusWindow
 from tests.app_instance import running_app
-from tests.servers import PostgresServer, free_port, terminate, wait_port
+from tests.servers import PostgresServer, free_port, require, terminate, wait_port
 
 pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE = 1.0  # seconds
 HOST = "data1"  # the inventory name the scrape config gives the exporter
 # Prometheus stamps a sample when the scrape starts; the exporter reads its sources a little later.
@@ -154,6 +153,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def run(redis_server) -> Iterator[Run]:
     """A quiet stretch, then PostgreSQL down for about 4 s under load, then a process restarted between
     two scrapes; every process started here is stopped afterwards, whatever happens."""
+    prom = require("prometheus")
     root = Path(tempfile.mkdtemp(prefix="loadlab-fault-"))
     marker = f"loadlab-test-{uuid.uuid4().hex[:12]}"
     with contextlib.ExitStack() as stack:
@@ -190,7 +190,7 @@ def run(redis_server) -> Iterator[Run]:
         wait_port(exporter_port)
         (root / "prometheus.yml").write_text(_prometheus_config(exporter_port))
         prometheus = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+            [prom, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
              f"--web.listen-address=127.0.0.1:{prometheus_port}"],
             stdout=(root / "prometheus.log").open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -275,6 +275,7 @@ def _step(resources: dict, errors: list[dict] | None = None, requests: int = 100
     }
 
 
+@pytest.mark.server
 def test_a_quiet_window_names_no_component(run: Run) -> None:
     start, end = run.quiet
     # The exporter did report start times, all from before the window: data, not the lack of it.
@@ -293,6 +294,7 @@ def test_a_quiet_window_names_no_component(run: Run) -> None:
     assert "component_down" not in codes  # (a busy machine may show as a full host: not this test's point)
 
 
+@pytest.mark.server
 def test_postgres_down_mid_step_is_named_with_its_interval(run: Run) -> None:
     window = run.window()
     try:
@@ -319,6 +321,7 @@ def test_postgres_down_mid_step_is_named_with_its_interval(run: Run) -> None:
     ]
 
 
+@pytest.mark.server
 def test_the_step_names_postgres_and_attributes_the_apps_503s_to_it(run: Run) -> None:
     window = run.window()
     try:
@@ -340,6 +343,7 @@ def test_the_step_names_postgres_and_attributes_the_apps_503s_to_it(run: Run) ->
     assert evidence["errors"]["attributed_to"] == [f"{HOST}/postgres"]
 
 
+@pytest.mark.server
 def test_a_restart_between_two_scrapes_shows_by_its_start_time(run: Run) -> None:
     assert run.blink_scrapes and all(v == 1 for v in run.blink_scrapes), "a scrape saw the group empty"
     window = run.window()

@@ -32,11 +32,10 @@ from loadlab.exporters.processes import ProcessesCollector
 from loadlab.exporters.sockets import SocketsCollector
 from loadlab.sweep.diagnosis import diagnose
 from loadlab.sweep.resources import PrometheusWindow, Sampler
-from tests.servers import free_port, terminate
+from tests.servers import free_port, require, terminate
 
 pytestmark = pytest.mark.timeout(120)
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 FD_LIMIT = 64
 
 # Run as `python -c HOG MARKER [PORT]`: with a PORT, connect to it until no ephemeral port is left; then
@@ -137,6 +136,7 @@ def test_sampler_reads_ports_fds_and_overflows_and_the_diagnosis_names_them(mark
 @pytest.fixture
 def exporter_under_prometheus(marker: str) -> Iterator[tuple[str, int]]:
     """Prometheus scraping the real sockets and processes collectors of this machine as host `loadgen1`."""
+    prometheus_bin = require("prometheus")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -154,7 +154,7 @@ def exporter_under_prometheus(marker: str) -> Iterator[tuple[str, int]]:
     )
     prom_port = free_port()
     prom = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+        [prometheus_bin, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
          f"--web.listen-address=127.0.0.1:{prom_port}"],
         stdout=(root / "prometheus.log").open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -174,6 +174,7 @@ def _samples(url: str, expr: str) -> int:
     return 0
 
 
+@pytest.mark.server
 def test_prometheus_window_reads_the_same_fields(marker: str, exporter_under_prometheus) -> None:
     url, port = exporter_under_prometheus
     deadline = time.monotonic() + 60
@@ -212,6 +213,7 @@ def test_prometheus_window_reads_the_same_fields(marker: str, exporter_under_pro
 BUSY = "import sys, time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass\n"
 
 
+@pytest.mark.server
 def test_a_full_host_with_no_process_at_a_full_core_is_host_cpu_saturated(marker: str) -> None:
     """Four busy processes on this machine's cores (two per core here): each gets part of a core, the host
     none to spare. The in-process Sampler's figures must be diagnosed `host_cpu_saturated`, never `ok`."""

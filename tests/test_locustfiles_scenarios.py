@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.app_instance import AppInstance, running_app
 from tests.servers import established_toward, free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILES = REPO / "locustfiles"

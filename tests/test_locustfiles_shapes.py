@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "locustfiles"))
+LOCUSTFILES = Path(__file__).resolve().parent.parent / "locustfiles"
+sys.path.insert(0, str(LOCUSTFILES))
 
 # Importing locust gevent-patches the whole process; these checks need only the classes, so the pytest
 # process stays unpatched (unless an earlier test module imported locust already).
@@ -53,6 +54,13 @@ def test_a_user_class_cannot_share_a_connection_pool():
             client_pool = HTTPClientPool(concurrency=10)
 
 
-def test_base_user_is_abstract_with_one_connection():
-    assert lab_base.LabUser.abstract is True
-    assert lab_base.LabUser.concurrency == 1
+@pytest.mark.parametrize("scenario", ["scaling", "max_rps", "simple", "calibrate"])
+def test_locust_runs_the_scenarios_users_never_the_base_and_each_keeps_one_connection(scenario):
+    """What Locust finds in a scenario file: its own user classes, never LabUser itself (abstract), and
+    each LabUser keeps a pool of one connection (calibrate.py's SharedPoolUser shares one on purpose)."""
+    from locust.util.load_locustfile import load_locustfile
+
+    users, _ = load_locustfile(str(LOCUSTFILES / f"{scenario}.py"))
+    assert users and "LabUser" not in users, sorted(users)
+    lab_users = {name: cls.concurrency for name, cls in users.items() if issubclass(cls, lab_base.LabUser)}
+    assert lab_users and set(lab_users.values()) == {1}, lab_users

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from loadlab.errors import UserError
+from loadlab.errors import LabError
 from loadlab.lab import Host
 from loadlab.remote import HostUnreachable, Remote
 from loadlab.sweep.locust_driver import LocustWeb
@@ -60,13 +60,14 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def http_server() -> Iterator[int]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # quick shutdown()
     thread.start()
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
 
 
+@pytest.mark.server
 def test_a_command_runs_over_ssh_with_its_output_and_exit_code(remote: Remote) -> None:
     result = remote.run("echo out; echo err >&2; exit 3")
     assert result.stdout == "out\n"
@@ -75,12 +76,14 @@ def test_a_command_runs_over_ssh_with_its_output_and_exit_code(remote: Remote) -
     assert remote.connection().is_connected  # over SSH, not run locally
 
 
+@pytest.mark.server
 def test_a_slow_command_ends_at_its_timeout(remote: Remote) -> None:
     result = remote.run("sleep 30", timeout=1)
     assert not result.ok
     assert "timed out" in result.stderr
 
 
+@pytest.mark.server
 def test_files_are_read_and_fetched(remote: Remote, tmp_path: Path) -> None:
     text = tmp_path / "conf.txt"
     text.write_text("maxclients 100\n")
@@ -93,6 +96,7 @@ def test_files_are_read_and_fetched(remote: Remote, tmp_path: Path) -> None:
         remote.read_file(str(tmp_path / "missing.txt"))
 
 
+@pytest.mark.server
 def test_a_loopback_service_is_reached_through_an_ssh_forward(remote: Remote, http_server: int) -> None:
     with remote.reach("127.0.0.1", http_server) as endpoint:
         assert endpoint.forwarded and endpoint.port != http_server
@@ -106,6 +110,7 @@ def test_a_loopback_service_is_reached_through_an_ssh_forward(remote: Remote, ht
         pass
 
 
+@pytest.mark.server
 def test_a_forward_outlives_a_refused_connection(remote: Remote) -> None:
     port = free_port()
     forward = remote.forward("127.0.0.1", port)
@@ -147,6 +152,7 @@ class _Stats(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.server
 def test_a_forward_and_the_locust_client_outlive_a_dropped_ssh_connection(
     remote: Remote, sshd: SshServer
 ) -> None:
@@ -170,7 +176,7 @@ def test_a_forward_and_the_locust_client_outlive_a_dropped_ssh_connection(
         for session in _sshd_sessions(sshd):
             session.kill()
         server.shutdown()
-        with pytest.raises(UserError, match="Locust master at .* did not answer /stats/requests"):
+        with pytest.raises(LabError, match="Locust master at .* did not answer /stats/requests"):
             LocustWeb(f"http://127.0.0.1:{forward.port}", timeout=2).stats()
     finally:
         web.close()
@@ -187,6 +193,7 @@ def _own_address() -> str:
     pytest.skip("this machine has no non-loopback IPv4 address")
 
 
+@pytest.mark.server
 def test_a_service_on_a_lab_address_this_machine_reaches_is_not_forwarded(remote: Remote) -> None:
     address = _own_address()
     server = http.server.ThreadingHTTPServer((address, 0), _Hello)
@@ -209,6 +216,7 @@ def test_a_local_host_runs_commands_here_without_ssh(http_server: int) -> None:
     assert remote._conn is None
 
 
+@pytest.mark.server
 def test_a_relative_key_path_resolves_against_the_project_folder(sshd: SshServer, tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     shutil.copyfile(sshd.key, tmp_path / "secrets" / "key")
@@ -220,12 +228,14 @@ def test_a_relative_key_path_resolves_against_the_project_folder(sshd: SshServer
         remote.close()
 
 
+@pytest.mark.server
 def test_the_clock_offset_of_a_host_on_this_machine_is_near_zero(remote: Remote) -> None:
     reading = remote.clock_offset()
     assert math.isfinite(reading.offset) and reading.rtt > 0
     assert abs(reading.offset) < 1.0  # the same clock: seconds, not nanoseconds or a wrong sign
 
 
+@pytest.mark.server
 @pytest.mark.parametrize(
     ("change", "reason"),
     [

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from loadlab.cli import main
 from loadlab.lab import REQUIRED_GROUPS, STACK_GROUPS
 from tests import ssh_server
-from tests.servers import NginxStub, free_port, terminate
+from tests.servers import NginxStub, free_port, require, terminate
 from tests.ssh_server import SshServer
 
 sshd = ssh_server.sshd  # the fixture
@@ -38,6 +38,7 @@ class RemoteBox:
 
 
 def _supervisord(etc: Path, logs: Path) -> subprocess.Popen:
+    supervisord, supervisorctl = require("supervisord"), require("supervisorctl")
     sock = etc / "supervisor.sock"
     (etc / "supervisord.conf").write_text(
         f"[unix_http_server]\nfile={sock}\n"
@@ -47,13 +48,11 @@ def _supervisord(etc: Path, logs: Path) -> subprocess.Popen:
         f"[supervisorctl]\nserverurl=unix://{sock}\n"
         "[program:sleeper]\ncommand=sleep 600\nstartsecs=0\n"
     )
-    proc = subprocess.Popen(
-        ["supervisord", "-n", "-c", str(etc / "supervisord.conf")], start_new_session=True
-    )
+    proc = subprocess.Popen([supervisord, "-n", "-c", str(etc / "supervisord.conf")], start_new_session=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         out = subprocess.run(
-            ["supervisorctl", "-c", str(etc / "supervisord.conf"), "status"], capture_output=True, text=True
+            [supervisorctl, "-c", str(etc / "supervisord.conf"), "status"], capture_output=True, text=True
         )
         if "RUNNING" in out.stdout:
             return proc
@@ -64,6 +63,8 @@ def _supervisord(etc: Path, logs: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def box(sshd: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteBox]:
+    for program in ("supervisord", "supervisorctl"):  # skip before nginx starts, not after
+        require(program)
     root = tmp_path_factory.mktemp("box")
     etc, logs = root / "etc", root / "log"
     for folder in (etc / "nginx", etc / "redis", etc / "postgres", logs):
@@ -130,6 +131,7 @@ def _run_dir(tmp_path: Path, inventory: Path, now: float) -> Path:
     return run
 
 
+@pytest.mark.server
 def test_collect_fetches_the_reachable_host_and_records_the_unreachable_one(
     box: RemoteBox, tmp_path: Path
 ) -> None:
@@ -188,6 +190,7 @@ def test_collect_fetches_the_reachable_host_and_records_the_unreachable_one(
     assert detail["logs"]["app-8001.log"]["cut"] == "tail"
 
 
+@pytest.mark.server
 def test_the_report_shows_the_collected_hosts_with_links(box: RemoteBox, tmp_path: Path) -> None:
     run = _run_dir(tmp_path, box.inventory, time.time())
     before = CliRunner().invoke(main, ["report", str(run), "--no-panels"])
@@ -230,6 +233,7 @@ def _rows(output: str) -> dict[str, str]:
     return rows
 
 
+@pytest.mark.server
 def test_status_checks_a_remote_host_over_ssh(box: RemoteBox) -> None:
     result = CliRunner().invoke(main, ["status", "-i", str(box.inventory)], terminal_width=250)
     assert result.exit_code == 1, result.output  # ghost and the services not running here are down

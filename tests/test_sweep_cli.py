@@ -11,6 +11,7 @@ from loadlab.cli import main
 from loadlab.errors import UserError
 from loadlab.sweep.spec import load_spec, parse_duration
 from loadlab.sweep.thresholds import evaluate, parse_threshold, verdict
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = sorted((REPO / "scripts" / "sweeps").glob("*.yml"))
@@ -160,8 +161,6 @@ def test_a_host_outside_the_inventory_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_target_fails_fast(tmp_path: Path) -> None:
-    from tests.servers import free_port
-
     url = f"http://127.0.0.1:{free_port()}"
     result = sweep(
         "--users", "2", "--host", url, "-f", LOCUSTFILE, "--allow-any-host", "--out", str(tmp_path / "r")

@@ -22,6 +22,8 @@ from loadlab.sweep.runner import SweepPlan, SweepRunner
 from loadlab.sweep.spec import SweepSpec
 from tests.test_sweep_run import LOCUSTFILES, Target, run_sweep, summary_of
 
+pytestmark = pytest.mark.server
+
 SLOTS, HOLD = 8, 0.05
 CAPACITY = SLOTS / HOLD  # 160 answers per second
 STEP = ["--step-time", "6s", "--warmup", "2s", "--workers", "2"]
@@ -181,3 +183,29 @@ def test_a_generator_too_small_for_the_rate_is_generator_behind(tmp_path: Path) 
     assert step["users"] == 2
     assert step["sent_rate"] == pytest.approx(2 / HOLD, rel=0.15)
     assert step["response_p50_ms"] <= HOLD * 1000 * 1.4  # the target answered in its service time
+
+
+@pytest.mark.timeout(300)
+def test_a_capacity_search_over_rates_brackets_the_known_capacity(target: Target, tmp_path: Path) -> None:
+    spec = tmp_path / "search.yml"
+    spec.write_text(
+        f"rates: auto\nsearch: {{start: {CAPACITY / 2:g}, max_rate: {CAPACITY * 4:g}, resolution: 50%}}\n"
+        "step_time: 6s\nwarmup: 2s\nworkers: 2\n"
+    )
+    out = tmp_path / "run"
+    code, output = run_sweep(
+        "--spec", str(spec), "--host", target.url, "-f", str(LOCUSTFILES / "closed_loop.py"),
+        "--allow-any-host", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    summary = summary_of(out)
+    assert summary["model"] == "open"
+    rates = [s["rate"] for s in sorted(summary["steps"], key=lambda s: s["index"])]  # as measured
+    assert rates[:2] == [CAPACITY / 2, CAPACITY]  # doubling from the start while the steps keep up...
+    capacity = summary["capacity"]
+    # ...and the search ends with the known capacity between the last rate that kept up and the first
+    # that did not, the latter named as the target's limit.
+    assert capacity["rate"] <= CAPACITY * 1.1 <= capacity["first_bad_rate"] * 1.1, capacity
+    assert capacity["first_bad_rate"] <= CAPACITY * 2
+    assert not capacity["generator_limited"], capacity
+    assert f"{capacity['rate']:g}" in capacity["text"]

@@ -16,6 +16,7 @@ from tests.test_sweep_run import LOCUSTFILES, STEP, Target, capacity_target, lab
 
 sshd = ssh_server.sshd  # the fixtures
 capacity_target = capacity_target  # noqa: PLW0127
+pytestmark = pytest.mark.server  # sshd, a sweep target, Locust
 
 
 @pytest.mark.timeout(180)

@@ -1,6 +1,8 @@
 """The per-host resource model: figures keep their host, from either reader.
 
-The model's own rules run on hand-written steps. PrometheusWindow is checked against Debian's Prometheus
+The model's own rules run on hand-written steps, and both readers' output shapes are built from fixtures
+(canned Prometheus answers; this process and a child sampled in-process) and compared field by field.
+PrometheusWindow is also checked against Debian's Prometheus
 scraping six /metrics endpoints on loopback that stand for the hosts of a multi-host lab (two target hosts
 with the same app and nginx group names, two loadgen hosts with the same worker names, a data host), each
 labelled with its inventory host as the lab's scrape config does. Their counters grow at known rates, so
@@ -23,6 +25,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 
 from loadlab.sweep import resource_model as model
 from loadlab.sweep.diagnosis import diagnose
@@ -126,6 +129,34 @@ def test_a_full_loadgen_host_is_generator_bound_unless_it_shares_its_machine() -
     assert codes == ["host_cpu_saturated"]
     assert evidence["host_cpu_saturated"]["host"] == "shared machine (loadgen2)"
     assert r.to_dict()["shared_machine"] is True
+
+
+def test_target_cpu_is_the_target_role_alone_and_the_data_stores_apart() -> None:
+    """One meaning of "target CPU", the dashboards' too: nginx and the app instances (role target), never
+    PostgreSQL or Redis (role data), whose CPU stays in `processes` under their own role."""
+    r = two_target_hosts()
+    r.add_process("data1", "postgres", 1.5)
+    r.add_process("data1", "redis", 0.5)
+    res = r.to_dict()
+    assert (
+        model.step_figures(res)["target_cpu"]
+        == model.step_figures(two_target_hosts().to_dict())["target_cpu"]
+    )
+    assert model.processes(res, model.DATA) == {"data1/postgres": 1.5, "data1/redis": 0.5}
+
+
+def test_a_figure_outside_the_model_is_refused() -> None:
+    r = model.Resources("sampled", 1.0)
+    with pytest.raises(model.UnknownFigure, match="loadgen_runnable"):
+        r.add_process("h", "locust-worker-1", 0.5, loadgen_runnable=0.9)
+    r.add_process("h", "app-8001", 0.5)
+    r.processes["h/app-8001"]["busiest"] = 0.5  # a reader writing past add_process
+    with pytest.raises(model.UnknownFigure, match="busiest"):
+        r.to_dict()
+    r = model.Resources("sampled", 1.0)
+    r.postgres = {"h": {"connections": 3, "backends": 3}}
+    with pytest.raises(model.UnknownFigure, match="backends"):
+        r.to_dict()
 
 
 def test_db_figures_keep_their_host() -> None:
@@ -276,6 +307,7 @@ def two_host_prometheus() -> Iterator[tuple[str, dict[str, int]]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.server
 @pytest.mark.timeout(120)
 def test_prometheus_window_keeps_every_figure_on_its_host(two_host_prometheus) -> None:
     url, ports = two_host_prometheus
@@ -325,6 +357,7 @@ def test_prometheus_window_keeps_every_figure_on_its_host(two_host_prometheus) -
 # -- the Sampler on this machine ---------------------------------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.timeout(60)
 def test_sampler_fills_the_same_model_keyed_with_this_machines_name() -> None:
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -357,6 +390,7 @@ def test_sampler_without_a_name_uses_the_hostname() -> None:
     assert Sampler(1, locust=dict, target=dict).host == socket.gethostname()
 
 
+@pytest.mark.server
 @pytest.mark.timeout(60)
 def test_sampler_series_gives_cpu_per_interval_in_the_shape_compare_reads(tmp_path: Path) -> None:
     """The window sample by sample, as PrometheusWindow.series gives it: a busy target's CPU near one core
@@ -434,3 +468,162 @@ def test_sampler_series_gives_cpu_per_interval_in_the_shape_compare_reads(tmp_pa
     assert figures["loadgen_cpu"] == series["processes"]["lab-host-1/locust-worker-1"]
     rows = {r["figure"]: r for r in compare(run, run)["rows"]}
     assert rows["target_cpu"]["n_a"] == len(t) and rows["target_cpu"]["verdict"] == NO_DIFFERENCE
+
+
+# -- both readers, one shape: built from fixtures, no server ---------------------------------------------
+
+# What each reader cannot give (README, "Sweeps"), and so leaves null: every other field is filled.
+PROMETHEUS_NULL = {
+    # the exporter counts groups, not processes: a group of more than one has no busiest process
+    "processes/*/busiest_one (multi-process group)",
+    # the Locust plugin's per-worker estimate stands in where the exporter counts no Locust group
+    "processes/*/runnable (cpu_from locust)",
+    "processes/*/processes_max (cpu_from locust)",
+    "processes/*/busiest_one (cpu_from locust)",
+    "processes/*/fds_limit_ratio (cpu_from locust)",
+}
+SAMPLED_NULL = {
+    "hosts/*/shared_machine",  # this machine's figures say nothing of which lab hosts share it
+}
+
+
+class _Collector:
+    """An exporter collector stand-in: `name`, and `collect()` yielding the gauges a step records (failing
+    the first `fail` times, as a source that is down)."""
+
+    def __init__(self, name: str, gauges: dict[str, float], fail: int = 0) -> None:
+        self.name, self.gauges, self.fail = name, gauges, fail
+
+    def collect(self):
+        if self.fail > 0:
+            self.fail -= 1
+            raise ConnectionError(f"{self.name} is down")
+        for metric, value in self.gauges.items():
+            labels = ["state"] if metric == "loadlab_nginx_connections" else []
+            family = GaugeMetricFamily(metric, metric, labels=labels)
+            family.add_metric(["active"] if labels else [], value)
+            yield family
+
+
+def _prometheus_answer(request: httpx.Request) -> httpx.Response:
+    """Every instant query answers with one series carrying every label the window reader groups by; a
+    range selector (the components' raw samples) with two scrapes that read the component down."""
+    expr = request.url.params["query"]
+    at = float(request.url.params["time"])
+    labels = {
+        "host": "target1", "group": "nginx", "role": "target", "instance": "127.0.0.1:8001",
+        "worker": "loadgen1_0123456789", "state": "active", "__name__": "loadlab_postgres_up",
+    }  # fmt: skip
+    if expr.endswith("ms]"):
+        row = {"metric": labels, "values": [[at - 2, "0"], [at - 1, "0"]]}
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "matrix", "result": [row]}}
+        )
+    row = {"metric": labels, "value": [at, "2" if "loadlab_processes" in expr else "1"]}
+    return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": [row]}})
+
+
+def _prometheus_shape() -> dict:
+    window = PrometheusWindow("http://prometheus.invalid", TARGET_PORT, 1.0)
+    window._http = httpx.Client(base_url=window.url, transport=httpx.MockTransport(_prometheus_answer))
+    try:
+        return window.measure(1000.0, 1010.0)
+    finally:
+        window.close()
+
+
+def _sampled_shape() -> dict:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        me, kid = psutil.Process(), psutil.Process(child.pid)
+        pool = 'loadlab_app_db_pool_connections{state="in_use"} 2\nloadlab_app_db_pool_size 5\n'
+        sampler = Sampler(
+            free_port(),
+            locust=lambda: {"worker-1": me},
+            target=lambda: {"nginx": [me, kid]},
+            others=lambda: {"postgres": [kid]},
+            collectors=[
+                _Collector(
+                    "postgres", {"loadlab_postgres_connections": 3, "loadlab_postgres_max_connections": 100}
+                ),
+                _Collector("redis", {"loadlab_redis_connected_clients": 2, "loadlab_redis_maxclients": 200}),
+                _Collector("nginx", {"loadlab_nginx_connections": 4}, fail=2),
+            ],
+            interval=0.05,
+            host="target1",
+            count_server_sockets=True,
+            app_metrics={"app-8001": "http://app.invalid/metrics"},
+        )
+        sampler._http = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, text=pool)))
+        sampler.start()
+        time.sleep(0.3)
+        return sampler.stop()
+    finally:
+        terminate(child)
+
+
+def _fields(res: dict) -> dict[str, set[str]]:
+    """Field names per level of a step's resources: the sections, and the fields of each kind of entry."""
+    out = {"": set(res)}
+    for section in ("processes", "hosts", *model.SECTION_FIGURES):
+        for entry in (res.get(section) or {}).values():
+            out.setdefault(section, set()).update(entry)
+    for section in ("client_sockets", "server_sockets"):
+        out[section] = set(res.get(section) or {})
+    for entry in (res.get("components") or {}).values():
+        out.setdefault("components", set()).update(entry)
+    return out
+
+
+def _nulls(res: dict) -> set[str]:
+    """The fields a reader left null, named as PROMETHEUS_NULL and SAMPLED_NULL name them."""
+    out = {section for section in res if res[section] is None}
+    for p in (res.get("processes") or {}).values():
+        for figure, value in p.items():
+            if value is None:
+                why = "cpu_from locust" if p["cpu_from"] == "locust" else "multi-process group"
+                out.add(f"processes/*/{figure} ({why})")
+    for section in ("hosts", *model.SECTION_FIGURES):
+        for entry in (res.get(section) or {}).values():
+            out.update(f"{section}/*/{figure}" for figure, value in entry.items() if value is None)
+    for section in ("client_sockets", "server_sockets"):
+        out.update(
+            f"{section}/{figure}" for figure, value in (res.get(section) or {}).items() if value is None
+        )
+    return out
+
+
+@pytest.mark.timeout(30)
+def test_both_readers_fill_the_same_fields() -> None:
+    prom, sampled = _prometheus_shape(), _sampled_shape()
+    assert prom["source"] == "prometheus" and sampled["source"] == "sampled"
+    assert _fields(prom) == _fields(sampled)
+    assert _fields(prom)["processes"] == set(model.PROCESS_FIGURES)
+    assert _fields(prom)["hosts"] == set(model.HOST_FIGURES)
+    assert _fields(prom)["client_sockets"] == _fields(prom)["server_sockets"] == set(model.SOCKET_FIGURES)
+    for section, figures in model.SECTION_FIGURES.items():
+        assert _fields(prom)[section] == set(figures), section
+    # Each leaves null only what it cannot give.
+    assert _nulls(prom) == PROMETHEUS_NULL
+    assert _nulls(sampled) == SAMPLED_NULL
+    # The same figures, in the same places: a process's runnable share and its most processes, the DB pool,
+    # a component whose source failed.
+    assert sampled["processes"]["target1/nginx"]["processes_max"] == 2
+    assert prom["processes"]["target1/nginx"]["processes_max"] == 2
+    assert sampled["processes"]["target1/nginx"]["busiest_one"] is not None
+    assert sampled["processes"]["target1/locust-worker-1"]["runnable"] is not None
+    assert sampled["db_pool"] == {"target1/app-8001": {"in_use_avg": 2.0, "size": 5.0}}
+    assert prom["db_pool"] == {"target1/app-8001": {"in_use_avg": 1.0, "size": 1.0}}
+    assert set(sampled["components"]) == {"target1/nginx"}  # its collector failed
+    assert set(prom["components"]) == {"target1/postgres", "target1/nginx"}  # `_up` 0, no nginx process
+    assert sampled["components"]["target1/nginx"]["source"] == ["loadlab_nginx_up"]
+
+
+def test_a_sampler_without_collectors_says_what_it_did_not_read() -> None:
+    """Sections a sampler has no collector, app or local target for are null, not empty."""
+    sampler = Sampler(free_port(), locust=dict, target=dict, interval=0.05, host="h")
+    sampler.start()
+    res = sampler.stop()
+    assert {s for s in res if res[s] is None} == {
+        "server_sockets", "postgres", "redis", "nginx", "db_pool", "components"
+    }  # fmt: skip

@@ -19,6 +19,7 @@ from loadlab.sweep.results import STEPS_DAMAGED, STEPS_JSONL, RunDir
 from tests.servers import free_port
 from tests.test_sweep_run import LOCUSTFILES, Target
 
+pytestmark = pytest.mark.server  # every test damages a copy of a real sweep's run (a sweep target, Locust)
 USERS = [2, 3, 4]
 
 

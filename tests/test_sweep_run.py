@@ -32,6 +32,7 @@ from tests.servers import free_port, wait_port
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILES = REPO / "tests" / "locustfiles"
 LOADLAB = str(Path(sys.executable).with_name("loadlab"))
+pytestmark = pytest.mark.server  # sweep targets, nginx and Locust processes
 SLOTS, HOLD = 8, 0.05
 STEP = ["--step-time", "6s", "--warmup", "2s", "--spawn-rate", "50"]
 
@@ -51,6 +52,22 @@ class Target:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def _our_locusts() -> list[str]:
+    """Command lines of the Locust processes this test process started that are still running."""
+    ours = [c for c in psutil.Process().children(recursive=True) if not _gone(c)]
+    return [" ".join(c.cmdline()) for c in ours if "locust" in " ".join(c.cmdline())]
+
+
+@pytest.fixture(autouse=True)
+def no_locust_left_behind() -> Iterator[None]:
+    """Every sweep stops the Locust it started: after each test, none is left (a few seconds' grace)."""
+    yield
+    deadline = time.monotonic() + 10
+    while _our_locusts() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _our_locusts() == []
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +340,9 @@ def test_run_folder_files(capacity_run: dict) -> None:
     assert run["mode"] == "standalone" and run["workers"] == 2
     assert run["spec"]["users"] == [2, 4, 8, 16]
     assert run["versions"]["locust"] and run["command"][:2] == ["loadlab", "sweep"]
-    assert "commit" in run["git"]
+    # the checkout the sweep ran from (this process's folder), as `git rev-parse HEAD` names it
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+    assert run["git"]["commit"] == head.strip() and isinstance(run["git"]["dirty"], bool), run["git"]
     for name in ("report.html", "throughput_p95.png", "cpu.png", "sockets.png"):
         assert (out / name).stat().st_size > 1000, name
 
@@ -540,9 +559,3 @@ def test_a_locust_that_will_not_start_is_one_line_and_exit_2(capacity_target: Ta
     assert errors == [
         "error: Locust master exited with code 1: RuntimeError: this locustfile is broken on purpose"
     ]
-
-
-def test_cleanup_leaves_no_locust_behind() -> None:
-    """Every sweep above stopped the Locust it started."""
-    ours = [c for c in psutil.Process().children(recursive=True) if not _gone(c)]
-    assert [c.cmdline() for c in ours if "locust" in " ".join(c.cmdline())] == []

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
 import psycopg
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import choose_encoder
-from psycopg_pool import PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, Field
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from loadlab.app.cache import UserCache, make_redis
@@ -70,6 +71,25 @@ def create_app(settings: Settings) -> FastAPI:
     store = UserStore(pool)
     cache = UserCache(redis, settings.cache_ttl)
     metrics = AppMetrics(pool)
+    app = FastAPI(
+        title="loadlab target",
+        lifespan=_lifespan(pool, redis),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(InstrumentMiddleware, metrics=metrics, instance=settings.instance)
+    _answer_outages(app, settings)
+    _operations(app, settings, store, cache, metrics)
+    _users(app, store, cache, metrics)
+    _lab_knobs(app, settings, store)
+    return app
+
+
+def _lifespan(
+    pool: AsyncConnectionPool, redis: Redis
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the pool as the instance starts, close the pool and the Redis client as it stops."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -82,8 +102,11 @@ def create_app(settings: Settings) -> FastAPI:
             await pool.close()
             await redis.aclose()
 
-    app = FastAPI(title="loadlab target", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(InstrumentMiddleware, metrics=metrics, instance=settings.instance)
+    return lifespan
+
+
+def _answer_outages(app: FastAPI, settings: Settings) -> None:
+    """A saturated pool, a database or a Redis that went away: 503 with what gave out, never a 500."""
 
     # PoolTimeout is an OperationalError; Starlette picks the closest class, so saturation says so.
     @app.exception_handler(PoolTimeout)
@@ -97,6 +120,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(RedisError)
     async def redis_down(_: Request, exc: RedisError) -> JSONResponse:
         return _unavailable("redis unavailable")
+
+
+def _operations(
+    app: FastAPI, settings: Settings, store: UserStore, cache: UserCache, metrics: AppMetrics
+) -> None:
+    """/health (the database and Redis answer) and /metrics (for Prometheus)."""
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -118,6 +147,10 @@ def create_app(settings: Settings) -> FastAPI:
         # Negotiated like client_python's own handlers: text 0.0.4 unless the scraper asks for OpenMetrics.
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encode(metrics.registry), headers={"Content-Type": content_type})
+
+
+def _users(app: FastAPI, store: UserStore, cache: UserCache, metrics: AppMetrics) -> None:
+    """Users CRUD; a single user's read goes through the Redis cache, and a write invalidates it."""
 
     # The fixed paths under /users come before /users/{user_id}, which would otherwise claim them.
     @app.post("/users/bulk", status_code=201)
@@ -175,6 +208,10 @@ def create_app(settings: Settings) -> FastAPI:
         await cache.invalidate(user_id)
         return Response(status_code=204)
 
+
+def _lab_knobs(app: FastAPI, settings: Settings, store: UserStore) -> None:
+    """Endpoints that provoke a bottleneck on purpose: a held pool connection, a busy event loop."""
+
     @app.get("/db/sleep")
     async def db_sleep(ms: Annotated[int, Query(ge=0, le=SLEEP_MAX_MS)]) -> JSONResponse:
         """Lab knob: holds one pool connection for `ms` in pg_sleep, to provoke pool saturation on purpose."""
@@ -189,5 +226,3 @@ def create_app(settings: Settings) -> FastAPI:
         while time.thread_time() < end:
             pass
         return JSONResponse({"cpu_ms": ms, "instance": settings.instance})
-
-    return app

@@ -10,7 +10,7 @@ import click
 from loadlab.cli.usage import OneLineCommand
 from loadlab.console import console
 from loadlab.errors import UserError
-from loadlab.sweep.spec import parse_duration
+from loadlab.inputs import parse_duration
 
 
 @click.command(cls=OneLineCommand)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from loadlab.cli.usage import OneLineCommand
 from loadlab.console import console
-from loadlab.errors import LoadlabError
+from loadlab.errors import LoadlabError, UserError
 from loadlab.lab import Lab, Service
 from loadlab.remote import TIMED_OUT, Endpoint, HostUnreachable, Remote, RemoteHosts
 
@@ -231,7 +231,7 @@ def check_lab(lab: Lab) -> list[tuple[Service, Health]]:
                         health = _check_locust_web(service, lab, at, expected_workers)
                     else:
                         health = _CHECKS[service.kind](service, lab, at)
-            except LoadlabError as exc:  # HostUnreachable included
+            except LoadlabError as exc:  # a host out of reach (LabError), a secret never made (UserError)
                 return Health(False, str(exc))
             except Exception as exc:  # noqa: BLE001 - any failure to answer is what the row reports
                 return Health(False, _reason(exc))
@@ -247,7 +247,7 @@ def check_containers(compose_file: Path) -> Health:
 
     try:
         state = compose.twin_state(compose_file)
-    except LoadlabError as exc:
+    except UserError as exc:  # compose.yml missing or not valid
         return Health(False, str(exc))
     except Exception as exc:  # noqa: BLE001 - docker.errors.DockerException, requests' errors: what the row says
         return Health(False, f"Docker Engine API at {compose.docker_host()}: {_reason(exc)}")
@@ -263,7 +263,7 @@ def _twin_workers(compose_file: Path) -> int | None:
 
     try:
         return compose.locust_worker_count(compose_file)
-    except LoadlabError:
+    except UserError:
         return None
 
 

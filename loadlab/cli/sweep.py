@@ -13,14 +13,13 @@ import click
 from loadlab.cli.usage import OneLineCommand
 from loadlab.console import console, err_console
 from loadlab.errors import LoadlabError, UserError
-from loadlab.inputs import finite_number, parse_share, parse_url
+from loadlab.inputs import finite_number, parse_duration, parse_share, parse_url
 from loadlab.sweep.search import RateSearchSpec, SearchSpec, parse_resolution
 from loadlab.sweep.spec import (
     MAX_USERS,
     SweepSpec,
     is_auto,
     load_spec,
-    parse_duration,
     parse_rates,
     parse_users,
 )
@@ -36,7 +35,7 @@ def _build_spec(opts: dict[str, Any]) -> SweepSpec:
     """The spec file (if any) with the flags over it; a bad value given as a flag is named as that flag."""
     try:
         return _merge_spec(opts)
-    except LoadlabError as exc:
+    except UserError as exc:
         field, sep, rest = str(exc).partition(":")
         if sep and field in _SHAPING and opts.get(field) is not None:
             raise UserError(f"--{field.replace('_', '-')}:{rest}") from None
@@ -158,12 +157,8 @@ def _plan_from_flags(opts: dict[str, Any]):  # -> SweepPlan
     if standalone:
         host = spec.target
         assert host is not None
-        if not opts["allow_any_host"] and not lab.names_target(host):
-            named = ", ".join(lab.targets()) or f"none ({lab.error or 'no lb hosts'})"
-            raise UserError(
-                f"refusing to load {host}: it is not a lab target in the inventory ({named}); "
-                "pass --allow-any-host to load it anyway"
-            )
+        if not opts["allow_any_host"]:
+            lab.check_target(host, "; pass --allow-any-host to load it anyway")
         workers = check_workers(spec.workers or os.cpu_count() or 1, opts["allow_many_workers"])
     else:
         if lab.target_url is None:
@@ -247,10 +242,8 @@ def _plan_from_run(path: Path, opts: dict[str, Any]):  # -> tuple[SweepPlan, Run
     host = run["target"] if standalone else lab.target_url
     if host is None:
         raise UserError(lab.error or "no lab target: the inventory names no nginx host (lb group)")
-    if standalone and not run.get("allow_any_host") and not lab.names_target(host):
-        raise UserError(
-            f"refusing to load {host}: it is not a lab target in the inventory ({', '.join(lab.targets())})"
-        )
+    if standalone and not run.get("allow_any_host"):
+        lab.check_target(host)
     plan = SweepPlan(
         spec=spec,
         mode=run.get("mode", "lab"),
@@ -509,7 +502,7 @@ def _index(run_dir: Any, summary: dict[str, Any]) -> None:
 
     try:
         record(run_dir.path, run_dir.read_run(), summary)
-    except LoadlabError as exc:
+    except UserError as exc:
         err_console.print(f"warning: {exc}", markup=False)
 
 
@@ -532,7 +525,7 @@ def _gate(baseline: tuple[Any, float], run_dir: Any, summary: dict[str, Any]) ->
     base, tolerance = baseline
     try:
         record = gate(base, load_run(run_dir.path), tolerance)
-    except LoadlabError as exc:
+    except UserError as exc:
         record = {"run": str(base.path), "max_regression": tolerance, "verdict": "not judged"}
         record["why"] = str(exc)
     summary["baseline"] = record
@@ -558,7 +551,7 @@ def _write_report(path: Path, lab_panels: bool) -> None:
 
     try:
         report = write_report(path, panels=lab_panels)
-    except LoadlabError as exc:
+    except UserError as exc:
         err_console.print(f"report not written: {exc}", markup=False)
         return
     console.print(f"report: {report}", markup=False)

@@ -96,7 +96,7 @@ def latency_rise(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, list[fl
     """The percentiles (p50, p95) that climbed from `prev` to `cur`: by LATENCY_RISE_RATIO, or for a step
     with fewer extra users by PROPORTIONAL_SHARE of the users' gain (a saturated closed system's latency
     grows in proportion to its users), and by at least LATENCY_RISE_MIN_MS."""
-    user_gain = cur["users"] / prev["users"] - 1.0
+    user_gain, _ = gains(prev, cur)
     ratio = 1.0 + min(LATENCY_RISE_RATIO - 1.0, PROPORTIONAL_SHARE * user_gain)
     rose: dict[str, list[float]] = {}
     for key in ("p50_ms", "p95_ms"):
@@ -108,13 +108,43 @@ def latency_rise(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, list[fl
     return rose
 
 
-def grows_in_proportion(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
-    """Throughput kept up with the users: its gain is at least PROPORTIONAL_SHARE of theirs."""
+def gains(prev: dict[str, Any], cur: dict[str, Any]) -> tuple[float, float | None]:
+    """How much the users and the throughput grew from `prev` to `cur`, as shares (1.0: doubled); the
+    throughput's gain is None from a step that carried nothing."""
     user_gain = cur["users"] / prev["users"] - 1.0
-    if prev["rps"] <= 0:
+    rps_gain = cur["rps"] / prev["rps"] - 1.0 if prev["rps"] > 0 else None
+    return user_gain, rps_gain
+
+
+def grows_in_proportion(prev: dict[str, Any], cur: dict[str, Any], share: float = PROPORTIONAL_SHARE) -> bool:
+    """Throughput kept up with the users: its gain is at least `share` of theirs (from a step that carried
+    nothing, any throughput is growth)."""
+    user_gain, rps_gain = gains(prev, cur)
+    if rps_gain is None:
         return cur["rps"] > 0
-    rps_gain = cur["rps"] / prev["rps"] - 1.0
-    return rps_gain >= PROPORTIONAL_SHARE * user_gain
+    return rps_gain >= share * user_gain
+
+
+def saturated(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any] | None:
+    """The knee rule between a closed step and a lighter one: throughput did not grow in proportion to the
+    users while latency climbed. The figures that say so (users, rps, both gains, the percentiles that
+    rose), or None."""
+    if grows_in_proportion(prev, cur):
+        return None
+    rose = latency_rise(prev, cur)
+    return {**growth(prev, cur), **rose} if rose else None
+
+
+def growth(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
+    """From `prev` to `cur`, as a bend's evidence names them: the users, the throughput, its gain and the
+    users' (the gain that would have been proportional)."""
+    user_gain, rps_gain = gains(prev, cur)
+    return {
+        "users": [prev["users"], cur["users"]],
+        "rps": [prev["rps"], cur["rps"]],
+        "rps_gain": round(rps_gain or 0.0, 3),
+        "proportional_gain": round(user_gain, 3),
+    }
 
 
 def knee(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -127,7 +157,7 @@ def knee(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not points:
         return {"users": None, "found": False}
     for prev, cur in zip(points, points[1:], strict=False):
-        if not grows_in_proportion(prev, cur) and latency_rise(prev, cur):
+        if saturated(prev, cur):
             return {
                 "users": prev["users"],
                 "found": True,

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loadlab.sweep import resource_model as model
-from loadlab.sweep.analysis import ERROR_RATIO, closest_lighter, grows_in_proportion, latency_rise
+from loadlab.sweep.analysis import ERROR_RATIO, closest_lighter, saturated
 
 VOCABULARY = (
     "ok",
@@ -52,7 +52,7 @@ BACKLOG_GROWS = 0.02
 # The target held the pool's users (rather than the pool being too small for it) when its send-to-answer
 # latency rose this much over the closest lighter open step's.
 RESPONSE_ROSE = 1.5
-# A pool that grew without this gain in iterations done per second met the target's limit (runner.py).
+# A pool that grew without this gain in iterations done per second met the target's limit (locust_control.py).
 GROWTH_GAIN = 1.1
 # A Python process (a Locust worker, one app instance) cannot use more than one core; this near is "full".
 CORE_FULL = 0.85
@@ -393,28 +393,10 @@ def errors(step: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def saturation(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Against the closest lighter step: throughput did not keep up with users while latency climbed."""
+    """Against the closest lighter step: throughput did not keep up with users while latency climbed (the
+    knee rule, analysis.saturated)."""
     prev = closest_lighter(step, earlier)
-    if prev is None or grows_in_proportion(prev, step):
-        return None
-    rose = latency_rise(prev, step)
-    if not rose:
-        return None
-    user_gain = step["users"] / prev["users"] - 1.0
-    rps_gain = step["rps"] / prev["rps"] - 1.0 if prev["rps"] > 0 else 0.0
-    return {
-        "users": [prev["users"], step["users"]],
-        "rps": [prev["rps"], step["rps"]],
-        "rps_gain": _r(rps_gain),
-        "proportional_gain": _r(user_gain),
-        **{f"{k}": v for k, v in rose.items()},
-    }
-
-
-def _open_lighter(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The open step with the highest rate below this one's."""
-    lighter = [s for s in earlier if s.get("rate") is not None and s["rate"] < step["rate"]]
-    return max(lighter, key=lambda s: s["rate"], default=None)
+    return None if prev is None else saturated(prev, step)
 
 
 def open_late(step: dict[str, Any]) -> dict[str, Any] | None:
@@ -460,7 +442,7 @@ def open_fell_behind(step: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _response_rose(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    prev = _open_lighter(step, earlier)
+    prev = closest_lighter(step, earlier)
     if prev is None:
         return None
     for q in ("response_p50_ms", "response_p95_ms"):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from loadlab.errors import LoadlabError
-from loadlab.inputs import target_port
+from loadlab.errors import LoadlabError, UserError
+from loadlab.inputs import parse_duration, target_port
 from loadlab.lab import Lab
 from loadlab.remote import is_this_machine
 from loadlab.sweep.resources import is_local_address
@@ -66,6 +65,14 @@ class LabView:
             named.append((urlsplit(self.external_url).hostname or "", target_port(self.external_url)))
         return any(port == p and wanted & _addresses(a) for a, p in named)
 
+    def check_target(self, url: str, remedy: str = "") -> None:
+        """Refuse, in one line, to load a URL the inventory does not name as a lab target (names_target):
+        the line lists the targets it does name, then `remedy`."""
+        if self.names_target(url):
+            return
+        named = ", ".join(self.targets()) or f"none ({self.error or 'no lb hosts'})"
+        raise UserError(f"refusing to load {url}: it is not a lab target in the inventory ({named}){remedy}")
+
     def local_ports(self) -> dict[int, str]:
         """Lab ports on this machine -> process group name, for in-process CPU sampling."""
         ports: dict[int, str] = {}
@@ -94,21 +101,6 @@ def _addresses(host: str) -> set[str]:
         return {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
     except OSError:
         return {host}
-
-
-def _seconds(value: Any) -> float:
-    text = str(value).strip().lower()
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0}
-    for suffix in ("ms", "s", "m"):
-        if text.endswith(suffix):
-            text, factor = text[: -len(suffix)], scale[suffix]
-            break
-    else:
-        factor = 1.0
-    try:
-        return float(text) * factor
-    except ValueError:
-        return 5.0
 
 
 def read_lab(inventory: str | None) -> LabView:
@@ -146,6 +138,8 @@ def view_of(lab: Lab) -> LabView:
         view.locust_web_url = lab.locust_web_url  # the web API listens on the master host's loopback
     monitor = lab.monitor
     view.prometheus_url = lab.prometheus_url
-    view.scrape_interval = _seconds(monitor.var("prometheus_scrape_interval"))
+    view.scrape_interval = parse_duration(
+        monitor.var("prometheus_scrape_interval"), f"inventory: {monitor.name}: prometheus_scrape_interval"
+    )
     view.grafana_url = f"http://{monitor.address}:{monitor.int_var('grafana_port')}"
     return view

@@ -20,11 +20,13 @@ from urllib.parse import urlencode
 
 import httpx
 
-from loadlab.errors import UserError
+from loadlab.errors import LabError
+from loadlab.sweep.samples import REPORT_INTERVAL_S
 
-# Workers send their stats to the master every locust.runners.WORKER_REPORT_INTERVAL seconds; a window
-# that spans whole intervals gets exactly one window's worth of every worker's requests.
-WORKER_REPORT_INTERVAL = 3.0
+# Workers send their stats to the master every locust.runners.WORKER_REPORT_INTERVAL seconds (the lab's
+# plugin makes it REPORT_INTERVAL_S); a window that spans whole intervals gets one window's worth of every
+# worker's requests, and a step's counts are per the span its reports cover (samples.covered_span).
+WORKER_REPORT_INTERVAL = REPORT_INTERVAL_S
 START_TIMEOUT = 60.0
 
 
@@ -99,14 +101,14 @@ class LocustWeb:
             except httpx.TransportError as exc:
                 if time.monotonic() >= deadline:
                     waited = f" (for {self.retry_for:g}s)" if self.retry_for else ""
-                    raise UserError(
+                    raise LabError(
                         f"Locust master at {self.base_url} did not answer {path}{waited}: {exc}"
                     ) from None
                 time.sleep(1.0)
             except httpx.HTTPError as exc:
-                raise UserError(f"Locust master at {self.base_url} did not answer {path}: {exc}") from None
+                raise LabError(f"Locust master at {self.base_url} did not answer {path}: {exc}") from None
         if resp.status_code >= 400:
-            raise UserError(f"Locust master at {self.base_url} answered {path} with HTTP {resp.status_code}")
+            raise LabError(f"Locust master at {self.base_url} answered {path} with HTTP {resp.status_code}")
         return resp
 
     def answers(self) -> bool:
@@ -136,9 +138,9 @@ class LocustWeb:
         try:
             resp = self._http.post("/loadlab/open", data={"rate": f"{rate:g}", "arrivals": arrivals})
         except httpx.HTTPError as exc:
-            raise UserError(f"Locust master at {self.base_url} did not answer /loadlab/open: {exc}") from None
+            raise LabError(f"Locust master at {self.base_url} did not answer /loadlab/open: {exc}") from None
         if resp.status_code == 404:
-            raise UserError(
+            raise LabError(
                 f"the Locust master at {self.base_url} has no open model (the lab's Locust plugin, "
                 "loadlab.exporters.locust): in a lab, run ansible-playbook lab.yml again"
             )
@@ -148,7 +150,7 @@ class LocustWeb:
             answer = {}
         if resp.status_code >= 400 or not answer.get("success"):
             why = answer.get("message") or f"HTTP {resp.status_code}"
-            raise UserError(f"Locust master at {self.base_url} refused the rate {rate:g}/s: {why}")
+            raise LabError(f"Locust master at {self.base_url} refused the rate {rate:g}/s: {why}")
         return answer
 
     def window(self) -> tuple[list[EndpointStats], EndpointStats | None]:
@@ -170,7 +172,7 @@ class LocustWeb:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         ).json()
         if not data.get("success"):
-            raise UserError(f"Locust master refused to start: {data.get('message', 'no reason given')}")
+            raise LabError(f"Locust master refused to start: {data.get('message', 'no reason given')}")
         return data
 
     def reset(self) -> None:
@@ -255,7 +257,7 @@ class LocalLocust:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 reason = _last_line(self.log_dir / f"{name}.log")
-                raise UserError(f"Locust {name} exited with code {proc.returncode}: {reason}")
+                raise LabError(f"Locust {name} exited with code {proc.returncode}: {reason}")
 
     def start(self, timeout: float = START_TIMEOUT) -> LocustWeb:
         """Start the master, then the workers; return the master's web API once every worker has joined."""
@@ -274,7 +276,7 @@ class LocalLocust:
         while not web.answers():
             self._check_alive()
             if time.monotonic() > deadline:
-                raise UserError(
+                raise LabError(
                     f"Locust master did not start within {timeout:g}s (log: {self.log_dir}/master.log)"
                 )
             time.sleep(0.2)
@@ -288,7 +290,7 @@ class LocalLocust:
             if int(web.stats().get("worker_count", 0)) >= self.workers:
                 return web
             if time.monotonic() > deadline:
-                raise UserError(
+                raise LabError(
                     f"only {web.stats().get('worker_count', 0)} of {self.workers} Locust workers joined "
                     f"within {timeout:g}s (logs: {self.log_dir})"
                 )

@@ -12,7 +12,7 @@ import contextlib
 import html
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -486,68 +486,17 @@ def render_html(
 ) -> str:
     """The report page; images are referenced by relative path, so the folder can be moved or fetched."""
     spec = run.get("spec") or {}
-    usl = summary.get("usl")
-    rec = summary.get("recommendation") or {}
-    knee = summary.get("knee") or {}
     verdict = summary.get("verdict", "pass")
-    status = (
-        ""
-        if summary.get("complete", True)
-        else (
-            f" — incomplete: {summary.get('finished_steps')} of {summary.get('planned_steps')} steps"
-            + (f" (stopped by {summary['interrupted']})" if summary.get("interrupted") else "")
-        )
-    )
-    if usl:
-        peak = (
-            f"peak {usl['peak_rps']} rps at {usl['peak_users']} users"
-            if usl.get("peak_users")
-            else (f"throughput levels off toward {usl['peak_rps']} rps" if usl.get("peak_rps") else "no peak")
-        )
-        usl_text = f"σ = {usl['sigma']:.4g}, κ = {usl['kappa']:.4g}; {peak} (R² {usl['r2']})"
-    else:
-        usl_text = f"not fitted (needs {analysis.USL_MIN_POINTS} distinct user counts)"
-    knee_text = (
-        f"{summary.get('knee_users')} users"
-        + ("" if knee.get("found") else " (throughput still grew with users at the last step)")
-        if summary.get("knee_users") is not None
-        else "–"
-    )
     open_run = analysis.is_open(steps)
     plots = OPEN_PLOTS if open_run else PLOTS
-    if open_run:
-        knee_text, usl_text = _open_knee_text(summary)
-    at_max = (
-        f" at {analysis.rate_text(summary['max_rps_rate'])} req/s"
-        if open_run and summary.get("max_rps_rate") is not None
-        else (f" at {summary.get('max_rps_users')} users" if summary.get("max_rps_users") else "")
-    )
     capacity = (
         _open_capacity_table(_by_users(steps), summary.get("knee_rate"))
         if open_run
         else _capacity_table(steps, summary.get("knee_users"))
     )
-    thresholds = "".join(
-        f"<tr><td>{html.escape(t['expr'])}</td><td>{'pass' if t['passed'] else 'fail'}</td>"
-        f"<td>{html.escape(_broken(t))}</td></tr>"
-        for t in summary.get("thresholds") or []
-    )
-    threshold_html = (
-        f"<table><tr><th>threshold</th><th>result</th><th>steps that broke it</th></tr>{thresholds}</table>"
-        if thresholds
-        else "<p>No thresholds were set.</p>"
-    )
-    figures = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in plots.values())
     panel_html = (
-        "<h2>Lab panels (Prometheus)</h2><div class='figures'>"
-        + "".join(f'<img src="{html.escape(p)}" alt="{html.escape(p)}">' for p in panels)
-        + "</div>"
-        if panels
-        else ""
+        f"<h2>Lab panels (Prometheus)</h2><div class='figures'>{_images(panels)}</div>" if panels else ""
     )
-    versions = run.get("versions") or {}
-    git = run.get("git") or {}
-    max_rps = summary.get("max_rps")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>loadlab sweep {html.escape(str(run.get("id", "")))}</title>
 <style>{_CSS}</style></head>
@@ -557,9 +506,52 @@ def render_html(
     }</span></h1>
 <p class="meta">{html.escape(str(run.get("id", "")))} · {html.escape(str(run.get("mode", "")))} run against
 {html.escape(str(run.get("target", "")))} · started {html.escape(str(run.get("started_at", "")))}{
-        html.escape(status)
+        html.escape(_status_text(summary))
     }</p>
-<dl>
+{_overview(run, summary, steps)}
+<h2>Capacity</h2>
+{capacity}
+<h2>Curves</h2>
+<div class="figures">{_images(plots.values())}</div>
+<h2>Thresholds</h2>
+{_thresholds_html(summary)}
+<h2>What gave out</h2>
+{_evidence(steps)}
+<h2>Hosts and processes</h2>
+{_resources(steps)}
+<h2>Endpoints</h2>
+{_endpoints(steps)}
+{_lab_hosts(hosts, run)}
+{panel_html}
+</body></html>
+"""
+
+
+def _status_text(summary: dict[str, Any]) -> str:
+    """'' for a complete run, else how far it got and what stopped it."""
+    if summary.get("complete", True):
+        return ""
+    return f" — incomplete: {summary.get('finished_steps')} of {summary.get('planned_steps')} steps" + (
+        f" (stopped by {summary['interrupted']})" if summary.get("interrupted") else ""
+    )
+
+
+def _overview(run: dict[str, Any], summary: dict[str, Any], steps: Sequence[dict[str, Any]]) -> str:
+    """The run at a glance: model, recommendation, max throughput, knee, USL fit (an open run's saturation
+    rate), steps, Locust and revision."""
+    spec = run.get("spec") or {}
+    rec = summary.get("recommendation") or {}
+    open_run = analysis.is_open(steps)
+    knee_text, usl_text = _open_knee_text(summary) if open_run else _closed_knee_text(summary)
+    at_max = (
+        f" at {analysis.rate_text(summary['max_rps_rate'])} req/s"
+        if open_run and summary.get("max_rps_rate") is not None
+        else (f" at {summary.get('max_rps_users')} users" if summary.get("max_rps_users") else "")
+    )
+    versions = run.get("versions") or {}
+    git = run.get("git") or {}
+    max_rps = summary.get("max_rps")
+    return f"""<dl>
 <dt>Model</dt><dd class="model">{html.escape(model_text(steps))}</dd>
 <dt>Recommendation</dt><dd>{html.escape(rec.get("text", "–"))}</dd>
 <dt>Max throughput</dt><dd>{"–" if max_rps is None else f"{max_rps:.1f} rps"}{html.escape(at_max)}</dd>
@@ -575,23 +567,45 @@ def render_html(
 <dt>Revision</dt><dd>{html.escape(str(git.get("commit") or "uncommitted"))}{
         " (local changes)" if git.get("dirty") else ""
     }</dd>
-</dl>
-<h2>Capacity</h2>
-{capacity}
-<h2>Curves</h2>
-<div class="figures">{figures}</div>
-<h2>Thresholds</h2>
-{threshold_html}
-<h2>What gave out</h2>
-{_evidence(steps)}
-<h2>Hosts and processes</h2>
-{_resources(steps)}
-<h2>Endpoints</h2>
-{_endpoints(steps)}
-{_lab_hosts(hosts, run)}
-{panel_html}
-</body></html>
-"""
+</dl>"""
+
+
+def _closed_knee_text(summary: dict[str, Any]) -> tuple[str, str]:
+    """A closed run's knee (users) and USL fit, in words."""
+    knee = summary.get("knee") or {}
+    usl = summary.get("usl")
+    if usl:
+        peak = (
+            f"peak {usl['peak_rps']} rps at {usl['peak_users']} users"
+            if usl.get("peak_users")
+            else (f"throughput levels off toward {usl['peak_rps']} rps" if usl.get("peak_rps") else "no peak")
+        )
+        usl_text = f"σ = {usl['sigma']:.4g}, κ = {usl['kappa']:.4g}; {peak} (R² {usl['r2']})"
+    else:
+        usl_text = f"not fitted (needs {analysis.USL_MIN_POINTS} distinct user counts)"
+    knee_text = (
+        f"{summary.get('knee_users')} users"
+        + ("" if knee.get("found") else " (throughput still grew with users at the last step)")
+        if summary.get("knee_users") is not None
+        else "–"
+    )
+    return knee_text, usl_text
+
+
+def _thresholds_html(summary: dict[str, Any]) -> str:
+    """Each threshold, whether it held, and the steps that broke it."""
+    rows = "".join(
+        f"<tr><td>{html.escape(t['expr'])}</td><td>{'pass' if t['passed'] else 'fail'}</td>"
+        f"<td>{html.escape(_broken(t))}</td></tr>"
+        for t in summary.get("thresholds") or []
+    )
+    if not rows:
+        return "<p>No thresholds were set.</p>"
+    return f"<table><tr><th>threshold</th><th>result</th><th>steps that broke it</th></tr>{rows}</table>"
+
+
+def _images(names: Iterable[str]) -> str:
+    return "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in names)
 
 
 def model_text(steps: Sequence[dict[str, Any]]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadlab.errors import UserError
+from loadlab.errors import LabError, UserError
 from loadlab.lab import Lab
 from loadlab.sweep.results import now_iso
 
@@ -63,7 +63,7 @@ def reset_lab(lab: Lab, rows: int) -> dict[str, Any]:
                 db.execute(f"ANALYZE {TABLE}")
                 seeded = db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
         except psycopg.Error as exc:
-            raise UserError(f"--reset: PostgreSQL on {pg.name}: {str(exc).strip().splitlines()[0]}") from None
+            raise LabError(f"--reset: PostgreSQL on {pg.name}: {str(exc).strip().splitlines()[0]}") from None
         try:
             with remotes[rd].reach(rd.address, rd.int_var("redis_port")) as at:
                 password = lab.secret("redis")
@@ -74,7 +74,7 @@ def reset_lab(lab: Lab, rows: int) -> dict[str, Any]:
                 finally:
                     client.close()
         except redis.RedisError as exc:
-            raise UserError(f"--reset: Redis on {rd.name}: {exc}") from None
+            raise LabError(f"--reset: Redis on {rd.name}: {exc}") from None
     return {
         "at": now_iso(),
         "postgres": {"host": pg.name, "table": TABLE, "rows": int(seeded)},

@@ -7,6 +7,11 @@ DB pool) are keyed by host too. A step's resources are this model's `to_dict()`;
 summary.json (`loadgen_cpu`, `target_cpu` and the busiest process and host beside them) are derived from it
 by `step_figures`.
 
+Both readers fill the same fields: every process, host, socket and connection entry carries each of the
+figures below (PROCESS_FIGURES, HOST_FIGURES, SOCKET_FIGURES, SECTION_FIGURES), null where its reader cannot
+give that figure, and a section the reader cannot read at all is null (the README lists which). A section
+with nothing in it (no PostgreSQL in the window, a quiet window's components) is left out.
+
 `components` holds what was down or restarted during the window, keyed `host/component` (`data1/postgres`,
 `target1/app-8002`): a source whose exporter collector failed (`loadlab_<source>_up` 0), a process group
 with no process, a group whose processes started inside the window. A quiet window has none.
@@ -43,6 +48,37 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
+# -- the fields ---------------------------------------------------------------------------------------------
+
+# Per process group (`host/process`):
+#   cpu             cores it used over the window (1.0 = one core busy all window)
+#   role            loadgen, target, data, monitor or other (the exporter's config, else its name's)
+#   runnable        share of the window its processes' main threads ran or waited to run (schedstat)
+#   busiest_one     cores its busiest single process used (from Prometheus only for a group that is one
+#                   process, one_process; null for the others: the exporter counts groups, not processes)
+#   processes_max   the most processes it had at once
+#   fds_limit_ratio peak share of its open-files limit one of its processes held
+#   cpu_from        "process": its processes' CPU time; "locust": the Locust plugin's own estimate, where
+#                   the exporter counts no Locust process group (its other figures are null)
+PROCESS_FIGURES = ("cpu", "role", "runnable", "busiest_one", "processes_max", "fds_limit_ratio", "cpu_from")
+# Per host: busy share of its own cores, its cores, memory (used: peak), where its CPU figure comes from
+# ("cgroup": its own processes; "machine": the whole machine) and whether it shares its machine's cores with
+# other lab hosts.
+HOST_FIGURES = ("cpu", "cores", "memory_total_bytes", "memory_used_bytes", "cpu_from", "shared_machine")
+# Established sockets at the target port: median, least and most of the total over the window, the samples
+# they are over, and the median per host.
+SOCKET_FIGURES = ("median", "min", "max", "samples", "hosts")
+# Per host (db_pool: per `host/app-PORT`), the figures of each connection and TCP section.
+SECTION_FIGURES = {
+    "postgres": ("connections", "max_connections"),  # peak backends; the server's max_connections
+    "redis": ("clients", "maxclients"),  # peak connected clients; the server's maxclients
+    "nginx": ("active",),  # peak active client connections (stub_status)
+    "db_pool": ("in_use_avg", "size"),  # mean connections in use; the pool's size
+    # peak share of the ephemeral port range bound, peak TIME_WAIT sockets, listen overflows in the window
+    "tcp": ("ephemeral_ports_used_ratio", "time_wait", "listen_overflows"),
+}
+
+
 @dataclass
 class HostFigures:
     """One host in the window: busy share of its own cores, its cores, its memory."""
@@ -52,18 +88,12 @@ class HostFigures:
     memory_total_bytes: float | None = None
     memory_used_bytes: float | None = None  # peak in the window
     cpu_from: str | None = None  # "cgroup": the host's own processes; "machine": the whole machine
-    shared_machine: bool = False  # the host shares its machine's cores with other lab hosts
+    shared_machine: bool | None = None  # the host shares its machine's cores with other lab hosts
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
-            "cpu": _r(self.cpu),
-            "cores": self.cores,
-            "memory_total_bytes": self.memory_total_bytes,
-            "memory_used_bytes": self.memory_used_bytes,
-            "cpu_from": self.cpu_from,
-            "shared_machine": self.shared_machine,
-        }
-        return {k: v for k, v in out.items() if v is not None}
+        out = {name: getattr(self, name) for name in HOST_FIGURES}
+        out["cpu"] = _r(self.cpu)
+        return out
 
 
 @dataclass
@@ -77,65 +107,98 @@ class SocketFigures:
     hosts: dict[str, float] = field(default_factory=dict)  # host -> median on that host
 
     def to_dict(self) -> dict[str, Any] | None:
+        """The figures, or None when the window had none (the section is left out)."""
         if self.median is None and not self.hosts:
             return None
-        out = {"median": self.median, "min": self.min, "max": self.max, "samples": self.samples}
-        out = {k: v for k, v in out.items() if v is not None}
+        out: dict[str, Any] = {name: getattr(self, name) for name in SOCKET_FIGURES}
         out["hosts"] = dict(sorted(self.hosts.items()))
         return out
 
 
+def one_process(group: str, processes_max: int | None) -> bool:
+    """A group whose CPU is one process's: an app instance (the lab runs each as one process), or a group
+    that never had more than one process at once. Its `busiest_one` is its `cpu` where a reader cannot
+    measure it."""
+    return group.startswith("app-") or processes_max == 1
+
+
+class UnknownFigure(ValueError):
+    """A reader put a figure into the model that the model does not have."""
+
+
+def _entry(name: str, figures: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    unknown = sorted(set(figures) - set(fields))
+    if unknown:
+        raise UnknownFigure(f"{name}: {', '.join(unknown)} not in the resource model ({', '.join(fields)})")
+    return {f: figures.get(f) for f in fields}
+
+
+def _section(name: str, entries: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+    fields = SECTION_FIGURES[name]
+    return {k: _entry(f"{name} {k}", v, fields) for k, v in sorted(entries.items())}
+
+
 @dataclass
 class Resources:
-    """A step's resources, host by host; both readers fill the same fields."""
+    """A step's resources, host by host; both readers fill the same fields. A section set to None is one the
+    reader cannot read (null in the step); an empty one had nothing in it (left out)."""
 
     source: str  # "prometheus" or "sampled"
     seconds: float
     hosts: dict[str, HostFigures] = field(default_factory=dict)
-    # host/process -> {"cpu": cores, "role": ..., "runnable": share of the window it ran or waited to run,
-    # "fds_limit_ratio": peak share of its open-files limit one of its processes held}
+    # host/process -> PROCESS_FIGURES
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    client_sockets: SocketFigures = field(default_factory=SocketFigures)  # on the loadgen hosts
-    server_sockets: SocketFigures = field(default_factory=SocketFigures)  # on the lb hosts
-    postgres: dict[str, dict[str, float]] = field(
-        default_factory=dict
-    )  # host -> connections, max_connections
-    redis: dict[str, dict[str, float]] = field(default_factory=dict)  # host -> clients, maxclients
-    nginx: dict[str, dict[str, float]] = field(default_factory=dict)  # host -> active
-    db_pool: dict[str, dict[str, float | None]] = field(
-        default_factory=dict
-    )  # host/app-PORT -> in_use_avg, size
-    # host -> ephemeral_ports_used_ratio (peak), time_wait (peak), listen_overflows (new in the window)
-    tcp: dict[str, dict[str, float]] = field(default_factory=dict)
+    client_sockets: SocketFigures | None = field(default_factory=SocketFigures)  # on the loadgen hosts
+    server_sockets: SocketFigures | None = field(default_factory=SocketFigures)  # on the lb hosts
+    # host -> SECTION_FIGURES[section] (db_pool: host/app-PORT ->)
+    postgres: dict[str, dict[str, float | None]] | None = field(default_factory=dict)
+    redis: dict[str, dict[str, float | None]] | None = field(default_factory=dict)
+    nginx: dict[str, dict[str, float | None]] | None = field(default_factory=dict)
+    db_pool: dict[str, dict[str, float | None]] | None = field(default_factory=dict)
+    tcp: dict[str, dict[str, float | None]] | None = field(default_factory=dict)
     # host/component -> {"down_s", "down_from", "down_to", "restarted_at", "source"}: see ComponentTrack
-    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    components: dict[str, dict[str, Any]] | None = field(default_factory=dict)
 
     def host(self, name: str) -> HostFigures:
         """The host's figures, created on first use."""
         return self.hosts.setdefault(name, HostFigures())
 
-    def add_process(self, host: str, process: str, cpu: float, **extra: Any) -> None:
-        """One process (group) on one host; the same name on another host stays apart."""
-        self.processes[key(host, process)] = {"cpu": _r(cpu), "role": role_of(process), **extra}
+    def add_process(self, host: str, process: str, cpu: float, **figures: Any) -> None:
+        """One process (group) on one host; the same name on another host stays apart. `figures` are the
+        other PROCESS_FIGURES the reader has (`role` defaults to the one the group's name implies)."""
+        entry = {"cpu": _r(cpu), "role": role_of(process), "cpu_from": "process", **figures}
+        if entry.get("busiest_one") is None and one_process(process, entry.get("processes_max")):
+            entry["busiest_one"] = entry["cpu"]
+        self.processes[key(host, process)] = _entry(key(host, process), entry, PROCESS_FIGURES)
 
     def to_dict(self) -> dict[str, Any]:
         """The step's `resources` in steps.jsonl and summary.json."""
         out: dict[str, Any] = {
             "source": self.source,
             "seconds": round(self.seconds, 2),
-            "shared_machine": any(h.shared_machine for h in self.hosts.values()),
+            "shared_machine": any(bool(h.shared_machine) for h in self.hosts.values()),
             "hosts": {h: f.to_dict() for h, f in sorted(self.hosts.items())},
-            "processes": dict(sorted(self.processes.items())),
-            "client_sockets": self.client_sockets.to_dict(),
-            "server_sockets": self.server_sockets.to_dict(),
-            "postgres": dict(sorted(self.postgres.items())),
-            "redis": dict(sorted(self.redis.items())),
-            "nginx": dict(sorted(self.nginx.items())),
-            "db_pool": dict(sorted(self.db_pool.items())),
-            "tcp": dict(sorted(self.tcp.items())),
-            "components": dict(sorted(self.components.items())),
+            "processes": {
+                name: _entry(name, p, PROCESS_FIGURES) for name, p in sorted(self.processes.items())
+            },
         }
-        return {k: v for k, v in out.items() if v is not None and v != {}}
+        for name in ("client_sockets", "server_sockets"):
+            figures = getattr(self, name)
+            out[name] = figures.to_dict() if figures is not None else None
+            if figures is not None and out[name] is None:
+                del out[name]  # read, and none in the window
+        for name in SECTION_FIGURES:
+            section = _section(name, getattr(self, name))
+            if section != {}:
+                out[name] = section
+        if self.components is None or self.components:
+            out["components"] = None if self.components is None else dict(sorted(self.components.items()))
+        for name in ("hosts", "processes"):
+            if not out[name]:
+                del out[name]
+        return out
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """What the machines did during a step's window: from the lab's Prometheus, or sampled in-process.
 
-Both readers fill one model (loadlab.sweep.resource_model), host by host. Every figure is for the window
-only. CPU is in cores (1.0 = one core busy for the whole window), so a Locust process at 0.95 is as busy as
-one Python process can be.
+Both readers fill one model (loadlab.sweep.resource_model), host by host, with the same fields: what a
+reader cannot give is null there. Every figure is for the window only. The Prometheus reader's queries are
+the dashboards' own (loadlab.dashboards.queries), so a step's figure and the panel showing it agree. CPU is
+in cores (1.0 = one core busy for the whole window), so a Locust process at 0.95 is as busy as one Python
+process can be.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
-import re
 import socket
 import statistics
 import threading
@@ -23,6 +24,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadlab.dashboards import queries as q
 from loadlab.exporters.sockets import read_listen_overflows, sample_sockets
 from loadlab.inputs import target_port  # noqa: F401 (imported from here)
 from loadlab.sweep.resource_model import (
@@ -128,35 +130,30 @@ def _schedstat(pid: int) -> float | None:
     return (int(run_ns) + int(wait_ns)) / 1e9
 
 
-@dataclass
-class _RunnableTrack:
-    """How much of the window a process wanted a CPU: ran or sat runnable waiting for one.
-
-    A Locust process on a busy host may get only part of a core; if it was runnable all the time it
-    would have used a full one, so it is as CPU-bound as one at 100%.
-    """
-
-    pid: int
-    first: float
-    last: float
-
-    def share(self, seconds: float) -> float:
-        return (self.last - self.first) / seconds if seconds > 0 else 0.0
+def _runnable_total(proc: psutil.Process) -> float | None:
+    return _schedstat(proc.pid)
 
 
 @dataclass
 class _CpuTrack:
-    """CPU seconds used by a changing set of processes since the window began."""
+    """Seconds a changing set of processes used since the window began: CPU time, or (`read` =
+    _runnable_total) the time their main threads ran or sat runnable waiting for a CPU, as the exporter's
+    loadlab_process_runnable_seconds_total counts it. A process on a busy host may get only part of a core;
+    if it was runnable all the time it would have used a full one, so it is as CPU-bound as one at 100%."""
 
     start_time: float
+    read: Callable[[psutil.Process], float | None] = _cpu_total
     first: dict[int, float] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
+    most: int = 0  # the most processes seen at once
 
     def see(self, procs: Iterable[psutil.Process]) -> None:
+        seen = 0
         for proc in procs:
-            total = _cpu_total(proc)
+            total = self.read(proc)
             if total is None:
                 continue
+            seen += 1
             if proc.pid not in self.first:
                 try:
                     born_inside = proc.create_time() >= self.start_time
@@ -164,6 +161,7 @@ class _CpuTrack:
                     born_inside = False
                 self.first[proc.pid] = 0.0 if born_inside else total
             self.last[proc.pid] = total
+        self.most = max(self.most, seen)
 
     def used(self) -> float:
         """CPU seconds the processes used since the window began (as far as they were seen)."""
@@ -218,12 +216,14 @@ class Sampler:
         self._mono0 = time.monotonic()
         self._host0 = psutil.cpu_times()
         self._cpu: dict[str, _CpuTrack] = {}
-        self._runnable: dict[str, _RunnableTrack] = {}
+        self._runnable: dict[str, _CpuTrack] = {}
         self._sockets: dict[str, list[int]] = {"client": [], "server": []}
         self._memory_used: list[int] = []
         self._gauges: dict[tuple[str, str], list[float]] = {}
         self._pool: dict[str, tuple[list[float], list[float]]] = {}
         self._fds: dict[str, float] = {}  # group -> peak share of its open-files limit one process held
+        # The collectors' sources, scrape by scrape: one whose collector fails is down, like `_up` 0.
+        self._components: dict[str, ComponentTrack] = {}
         self._tcp: dict[str, list[float]] = {"ephemeral_ports_used_ratio": [], "time_wait": []}
         # Per sample: (when, the machine's CPU times, group -> (when read, CPU seconds used in the window)).
         self._ticks: list[tuple[float, Any, dict[str, tuple[float, float]]]] = []
@@ -246,23 +246,17 @@ class Sampler:
         with self._lock:
             machine = (time.monotonic(), psutil.cpu_times())
             used: dict[str, tuple[float, float]] = {}
-            for name, proc in self._locust().items():
-                name = name if name.startswith("locust") else f"locust-{name}"
-                cpu = self._cpu.setdefault(name, _CpuTrack(self._t0))
-                cpu.see([proc])
-                used[name] = (time.monotonic(), cpu.used())
-                sched = _schedstat(proc.pid)
-                track = self._runnable.get(name)
-                if sched is not None and (track is None or track.pid != proc.pid):
-                    self._runnable[name] = _RunnableTrack(proc.pid, sched, sched)
-                elif sched is not None and track is not None:
-                    track.last = sched
-                self._see_fds(name, [proc])
-            for group in (self._target(), self._others()):
-                for name, procs in group.items():
+            locust = {
+                (name if name.startswith("locust") else f"locust-{name}"): [proc]
+                for name, proc in self._locust().items()
+            }
+            for group in (locust, self._target(), self._others()):
+                for name, found in group.items():
+                    procs = list(found)
                     cpu = self._cpu.setdefault(name, _CpuTrack(self._t0))
                     cpu.see(procs)
                     used[name] = (time.monotonic(), cpu.used())
+                    self._runnable.setdefault(name, _CpuTrack(self._t0, _runnable_total)).see(procs)
                     self._see_fds(name, procs)
             self._ticks.append((*machine, used))
             with contextlib.suppress(OSError):
@@ -276,8 +270,13 @@ class Sampler:
                 self._tcp["time_wait"].append(sampled.time_wait)
             memory = psutil.virtual_memory()
             self._memory_used.append(memory.total - memory.available)
-            for figure, value in _collector_gauges(self._collectors).items():
+            gauges, down = _collector_gauges(self._collectors)
+            for figure, value in gauges.items():
                 self._gauges.setdefault(figure, []).append(value)
+            now = time.time()
+            for source, is_down in down.items():
+                series = f"loadlab_{source}_up"
+                self._components.setdefault(source, ComponentTrack()).scrape(now, is_down, series)
             for name, url in self._app_metrics.items():
                 pool = _app_pool(self._http, url)
                 if pool is not None:
@@ -306,36 +305,57 @@ class Sampler:
         with self._lock:
             model = Resources("sampled", seconds)
             for name, track in sorted(self._cpu.items()):
-                extra = {}
-                if name in self._runnable:
-                    extra["runnable"] = round(self._runnable[name].share(seconds), 3)
-                if len(track.last) > 1:  # a group (nginx and its workers): its busiest single process
-                    extra["busiest_one"] = round(track.busiest(seconds), 3)
-                if name in self._fds:
-                    extra["fds_limit_ratio"] = round(self._fds[name], 3)
-                model.add_process(self.host, name, track.cores(seconds), **extra)
+                runnable = self._runnable.get(name)
+                model.add_process(
+                    self.host,
+                    name,
+                    track.cores(seconds),
+                    runnable=round(runnable.cores(seconds), 3) if runnable and runnable.last else None,
+                    busiest_one=round(track.busiest(seconds), 3) if track.last else None,
+                    processes_max=track.most if track.last else None,
+                    fds_limit_ratio=round(self._fds[name], 3) if name in self._fds else None,
+                )
             me = model.host(self.host)
             me.cpu = _busy_share(self._host0, host1)
             me.cores = psutil.cpu_count() or 1
             me.cpu_from = "machine"
             me.memory_total_bytes = psutil.virtual_memory().total
             me.memory_used_bytes = max(self._memory_used) if self._memory_used else None
+            # shared_machine stays null: this machine's figures say nothing of which lab hosts share it.
             for role, values in self._sockets.items():
                 spread = _spread(values)
                 if spread is not None:
                     figures = SocketFigures(**spread, hosts={self.host: spread["median"]})
                     setattr(model, f"{role}_sockets", figures)
+            if not self._server_sockets:
+                model.server_sockets = None  # the target's port is not on this machine
+            # Sections no collector (or no app's /metrics) here reads are null, not empty.
+            sources = {getattr(c, "name", None) for c in self._collectors}
+            for section in ("postgres", "redis", "nginx"):
+                if section not in sources:
+                    setattr(model, section, None)
+            if not self._app_metrics:
+                model.db_pool = None
             for (section, figure), values in self._gauges.items():
-                if values:  # peak during the window: saturation is about the worst moment
-                    getattr(model, section).setdefault(self.host, {})[figure] = max(values)
+                entries = getattr(model, section)
+                if values and entries is not None:  # peak during the window: saturation is the worst moment
+                    entries.setdefault(self.host, {})[figure] = max(values)
             tcp = {figure: max(values) for figure, values in self._tcp.items() if values}
             overflows = _listen_overflows()
             if overflows is not None and self._overflows0 is not None:
                 tcp["listen_overflows"] = max(0, overflows - self._overflows0)
             if tcp:
                 model.tcp[self.host] = {k: round(v, 3) for k, v in tcp.items()}
+            if self._collectors:
+                end = time.time()
+                for source, track in sorted(self._components.items()):
+                    found = track.figures(self._t0, end, self.interval)
+                    if found is not None:
+                        model.components[key(self.host, source)] = found  # type: ignore[index]
+            else:
+                model.components = None  # no collector: nothing here says what was down
             for name, (in_use, size) in sorted(self._pool.items()):
-                model.db_pool[key(self.host, name)] = {
+                model.db_pool[key(self.host, name)] = {  # type: ignore[index]
                     "in_use_avg": round(statistics.fmean(in_use), 3),
                     "size": max(size),
                 }
@@ -449,14 +469,21 @@ _GAUGES: dict[str, tuple[str, str, dict[str, str] | None]] = {
 }
 
 
-def _collector_gauges(collectors: Iterable[Any]) -> dict[tuple[str, str], float]:
-    """One reading of the exporter's collectors, reduced to the figures a step records."""
+def _collector_gauges(collectors: Iterable[Any]) -> tuple[dict[tuple[str, str], float], dict[str, bool]]:
+    """One reading of the exporter's collectors, reduced to the figures a step records, and which named
+    sources were down (their collector failed, as the exporter's `loadlab_<source>_up` would read 0)."""
     out: dict[tuple[str, str], float] = {}
+    down: dict[str, bool] = {}
     for collector in collectors:
+        name = getattr(collector, "name", None)
         try:
             families = list(collector.collect())
         except Exception:  # noqa: BLE001 - a source that is down gives no figure, like `_up 0`
+            if name:
+                down[name] = True
             continue
+        if name:
+            down[name] = False
         for family in families:
             spec = _GAUGES.get(family.name)
             if spec is None:
@@ -469,32 +496,11 @@ def _collector_gauges(collectors: Iterable[Any]) -> dict[tuple[str, str], float]
             ]
             if values:
                 out[section, figure] = out.get((section, figure), 0.0) + float(sum(values))
-    return out
+    return out, down
 
 
 # Exporter sources whose `loadlab_<source>_up` says a lab component is down (the others read this host).
 _COMPONENT_SOURCES = ("postgres", "redis", "nginx")
-
-
-def _host_filter(hosts: Iterable[str] | None) -> str:
-    """A PromQL label matcher for some hosts ("" for every host)."""
-    names = sorted(set(hosts or ()))
-    return f'host=~"{"|".join(re.escape(h) for h in names)}"' if names else ""
-
-
-def _group_cpu(w: str) -> str:
-    """Cores each process group used, per host, as a rate over range `w`."""
-    return f"sum by (host, group) (rate(loadlab_process_cpu_seconds_total[{w}]))"
-
-
-def _host_busy(w: str) -> str:
-    """Each host's busy share of its cores (not idle, not waiting for I/O), as a rate over range `w`."""
-    cpu = "loadlab_host_cpu_seconds_total"
-    return f'1 - sum by (host) (rate({cpu}{{mode=~"idle|iowait"}}[{w}])) / sum by (host) (rate({cpu}[{w}]))'
-
-
-def _matchers(*parts: str) -> str:
-    return ", ".join(p for p in parts if p)
 
 
 class PrometheusWindow:
@@ -555,23 +561,22 @@ class PrometheusWindow:
                 out[tuple(row["metric"].get(label, "") for label in labels)] = round(value, 3)
         return out
 
-    def _subquery(self, w: str) -> str:
-        """A subquery range over the window at one point per scrape (not the server's evaluation interval)."""
-        return f"[{w}:{self.scrape_interval:g}s]"
+    def _over(self, function: str, expr: str, w: str, *params: float) -> str:
+        """`function` over the window at one point per scrape (not the server's evaluation interval)."""
+        return q.over_window(function, expr, w, f"{self.scrape_interval:g}s", *params)
 
     def _sockets(self, role: str, hosts: list[str], w: str, end: float) -> SocketFigures:
-        series = (
-            "loadlab_tcp_sockets{"
-            + _matchers(_host_filter(hosts), f'port="{self.port}"', 'state="established"', f'role="{role}"')
-            + "}"
+        where = {"hosts": q.hosts_matcher(hosts), "port": str(self.port)}
+        total = q.established(role, by="", **where)
+        per_host = self._by(
+            self._over("quantile_over_time", q.established(role, **where), w, 0.5), end, ("host",)
         )
-        sub = self._subquery(w)
-        total = f"(sum({series})){sub}"
-        per_host = self._by(f"quantile_over_time(0.5, (sum by (host) ({series})){sub})", end, ("host",))
+        samples = self._scalar(self._over("count_over_time", total, w), end)
         return SocketFigures(
-            median=self._scalar(f"quantile_over_time(0.5, {total})", end),
-            min=self._scalar(f"min_over_time({total})", end),
-            max=self._scalar(f"max_over_time({total})", end),
+            median=self._scalar(self._over("quantile_over_time", total, w, 0.5), end),
+            min=self._scalar(self._over("min_over_time", total, w), end),
+            max=self._scalar(self._over("max_over_time", total, w), end),
+            samples=None if samples is None else int(samples),
             hosts={h: v for (h,), v in per_host.items()},
         )
 
@@ -579,52 +584,44 @@ class PrometheusWindow:
         """Figures for [start, end] (unix seconds), host by host."""
         w = f"{max(1, round(end - start))}s"
         model = Resources("prometheus", end - start)
-        groups = self._by(_group_cpu(w), end, ("host", "group"))
-        runnable = self._by(
-            f"sum by (host, group) (rate(loadlab_process_runnable_seconds_total[{w}]))",
-            end,
-            ("host", "group"),
-        )
+        every = ""  # every host: the queries' host matcher
+        by_group = ("host", "group")
+        groups = self._by(q.process_cpu(window=w, hosts=every), end, by_group)
+        runnable = self._by(q.process_runnable(w, every), end, by_group)
         # Each group's role as its exporter's config says (a service of yours names its own groups), and
         # the most processes it had: a group of one process is as full at one core as an app instance.
         roles = {
             (host, group): role
-            for host, group, role in self._by(
-                "max by (host, group, role) (loadlab_process_group_info)", end, ("host", "group", "role")
-            )
+            for host, group, role in self._by(q.process_roles(every), end, ("host", "group", "role"))
         }
-        counts = self._by(
-            f"max by (host, group) (max_over_time(loadlab_processes[{w}]))", end, ("host", "group")
-        )
+        counts = self._by(q.processes(w, every), end, by_group)
+        fds = self._by(q.fds_limit_ratio(w, every), end, by_group)
         for (host, group), cores in groups.items():
-            extra: dict[str, Any] = {}
-            if (host, group) in runnable:
-                extra["runnable"] = runnable[(host, group)]
+            most = int(counts[(host, group)]) if (host, group) in counts else None
+            figures: dict[str, Any] = {
+                "runnable": runnable.get((host, group)),
+                "processes_max": most,
+                # busiest_one: the exporter counts groups, so only a group of one process has it (the model
+                # gives it that group's cpu)
+                "fds_limit_ratio": fds.get((host, group)),
+            }
             if (host, group) in roles:
-                extra["role"] = roles[(host, group)]
-            if (host, group) in counts:
-                extra["processes_max"] = int(counts[(host, group)])
-            model.add_process(host, group, cores, **extra)
+                figures["role"] = roles[(host, group)]
+            model.add_process(host, group, cores, **figures)
         # The exporter's per-process groups (locust-master, locust-worker-N) count CPU seconds exactly; the
         # Locust plugin's per-worker ratio (sampled by Locust every 10 s) stands in when they are missing.
         # A worker's id starts with the hostname it runs on.
         if not any(role_of(g) == LOADGEN and g != "locust-master" for _, g in groups):
-            ratios = self._by(f"avg_over_time(loadlab_locust_worker_cpu_ratio[{w}])", end, ("worker",))
-            for (worker,), cores in ratios.items():
+            for (worker,), cores in self._by(q.locust_worker_cpu(w, every), end, ("worker",)).items():
                 where, _, suffix = worker.rpartition("_")
-                model.add_process(where or "unknown", f"locust-worker-{suffix[:8]}", cores, source="locust")
+                model.add_process(where or "unknown", f"locust-worker-{suffix[:8]}", cores, cpu_from="locust")
         host_rows = {
-            "cpu": self._by(_host_busy(w), end, ("host",)),
-            "cores": self._by("max by (host) (loadlab_host_cpus)", end, ("host",)),
-            "memory_total_bytes": self._by("max by (host) (loadlab_host_memory_total_bytes)", end, ("host",)),
-            "memory_used_bytes": self._by(
-                f"max by (host) (max_over_time(loadlab_host_memory_total_bytes[{w}]) "
-                f"- min_over_time(loadlab_host_memory_available_bytes[{w}]))",
-                end,
-                ("host",),
-            ),
-            "cgroup": self._by("max by (host) (loadlab_host_cpu_cgroup)", end, ("host",)),
-            "shared": self._by("max by (host) (loadlab_host_shared_machine)", end, ("host",)),
+            "cpu": self._by(q.host_cpu_busy(w, every), end, ("host",)),
+            "cores": self._by(q.host_cores(every), end, ("host",)),
+            "memory_total_bytes": self._by(q.host_memory_total(every), end, ("host",)),
+            "memory_used_bytes": self._by(q.host_memory_used(w, every), end, ("host",)),
+            "cgroup": self._by(q.host_cpu_cgroup(every), end, ("host",)),
+            "shared": self._by(q.host_shared_machine(every), end, ("host",)),
         }
         for figure, rows in host_rows.items():
             for (host,), value in rows.items():
@@ -637,52 +634,28 @@ class PrometheusWindow:
                     h.cores = int(value) if float(value).is_integer() else value
                 else:
                     setattr(h, figure, value)
-        sub = self._subquery(w)
         model.client_sockets = self._sockets("client", self.loadgen_hosts, w, end)
         model.server_sockets = self._sockets("server", self.lb_hosts, w, end)
+        # peaks over the window (max_over_time of the per-host total, scrape by scrape); limits as they are
         connections = (
-            (
-                "postgres",
-                "connections",
-                f"max_over_time((sum by (host) (loadlab_postgres_connections)){sub})",
-            ),
-            ("postgres", "max_connections", "max by (host) (loadlab_postgres_max_connections)"),
-            ("redis", "clients", f"max_over_time((sum by (host) (loadlab_redis_connected_clients)){sub})"),
-            ("redis", "maxclients", "max by (host) (loadlab_redis_maxclients)"),
-            (
-                "nginx",
-                "active",
-                f'max_over_time((sum by (host) (loadlab_nginx_connections{{state="active"}})){sub})',
-            ),
+            ("postgres", "connections", self._over("max_over_time", q.postgres_connections(every), w)),
+            ("postgres", "max_connections", q.postgres_max_connections(every)),
+            ("redis", "clients", self._over("max_over_time", q.redis_clients(every), w)),
+            ("redis", "maxclients", q.redis_maxclients(every)),
+            ("nginx", "active", self._over("max_over_time", q.nginx_connections(("active",), every), w)),
+            ("tcp", "ephemeral_ports_used_ratio", q.ephemeral_ports_used(w, every)),
+            ("tcp", "time_wait", q.time_wait(w, every)),
+            ("tcp", "listen_overflows", q.listen_overflows(w, every)),
         )
         for section, figure, expr in connections:
             for (host,), value in self._by(expr, end, ("host",)).items():
                 getattr(model, section).setdefault(host, {})[figure] = value
         labels = ("host", "instance")
-        pool = 'loadlab_app_db_pool_connections{state="in_use"}'
-        in_use = self._by(f"sum by (host, instance) (avg_over_time({pool}[{w}]))", end, labels)
-        size = self._by(
-            f"max by (host, instance) (max_over_time(loadlab_app_db_pool_size[{w}]))", end, labels
-        )
+        in_use = self._by(q.db_pool_in_use(w, every, instances=""), end, labels)
+        size = self._by(q.db_pool_size(w, every, instances=""), end, labels)
         for (host, instance), pool_size in sorted(size.items()):
             app = f"app-{instance.rsplit(':', 1)[-1]}"
             model.db_pool[key(host, app)] = {"in_use_avg": in_use.get((host, instance)), "size": pool_size}
-        tcp = (
-            ("ephemeral_ports_used_ratio", f"max_over_time(loadlab_tcp_ephemeral_ports_used_ratio[{w}])"),
-            ("time_wait", f"max_over_time(loadlab_tcp_time_wait_sockets[{w}])"),
-            ("listen_overflows", f"round(increase(loadlab_tcp_listen_overflows_total[{w}]))"),
-        )
-        for figure, expr in tcp:
-            for (host,), value in self._by(f"max by (host) ({expr})", end, ("host",)).items():
-                model.tcp.setdefault(host, {})[figure] = value
-        fds = self._by(
-            f"max by (host, group) (max_over_time(loadlab_process_open_fds_limit_ratio[{w}]))",
-            end,
-            ("host", "group"),
-        )
-        for (host, group), ratio in fds.items():
-            if key(host, group) in model.processes:
-                model.processes[key(host, group)]["fds_limit_ratio"] = ratio
         self._components(model, start, end)
         return model.to_dict()
 
@@ -692,7 +665,10 @@ class PrometheusWindow:
         has none."""
         step = self.scrape_interval
         rate = f"{2 * step:g}s"
-        queries = {"processes": (_group_cpu(rate), ("host", "group")), "hosts": (_host_busy(rate), ("host",))}
+        queries = {
+            "processes": (q.process_cpu(window=rate, hosts=""), ("host", "group")),
+            "hosts": (q.host_cpu_busy(rate, hosts=""), ("host",)),
+        }
         times = [round(start + step * (k + 1), 3) for k in range(int((end - start) // step))]
         if not times:
             return None
@@ -743,8 +719,7 @@ class PrometheusWindow:
         def track(labels: dict[str, str], component: str) -> ComponentTrack:
             return tracks.setdefault((labels.get("host", ""), component), ComponentTrack())
 
-        up = "|".join(_COMPONENT_SOURCES)
-        for labels, values in self._samples(f'{{__name__=~"loadlab_({up})_up"}}', start, end):
+        for labels, values in self._samples(q.sources_up(_COMPONENT_SOURCES, hosts=""), start, end):
             series = labels["__name__"]
             for at, value in values:
                 track(labels, series[len("loadlab_") : -len("_up")]).scrape(at, value == 0, series)

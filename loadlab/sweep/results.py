@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loadlab.errors import LoadlabError, UserError
+from loadlab.errors import UserError
 from loadlab.inputs import read_text
 from loadlab.sweep import analysis
 from loadlab.sweep.samples import SAMPLES_DIR
@@ -328,7 +328,7 @@ class RunDir:
             return SweepSpec(**run["spec"]).validate()
         except (KeyError, TypeError) as exc:
             raise UserError(f"run record {self.path / RUN}: unreadable spec ({exc})") from None
-        except LoadlabError as exc:
+        except UserError as exc:
             raise UserError(f"run record {self.path / RUN}: spec {exc}") from None
 
     def scan_steps(self, planned: Sequence[int] | None = None) -> StepLines:

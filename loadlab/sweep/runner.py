@@ -25,15 +25,16 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from loadlab.errors import LoadlabError, UserError
+from loadlab.errors import LabError, LoadlabError, UserError
 from loadlab.grafana import StepAnnotator
 from loadlab.lab import Host, Lab, project_dir
 from loadlab.remote import RemoteHosts
 from loadlab.sweep import resources as res
 from loadlab.sweep import samples
-from loadlab.sweep.diagnosis import GROWTH_GAIN, diagnose
+from loadlab.sweep.diagnosis import diagnose
 from loadlab.sweep.lab_view import LabView
-from loadlab.sweep.locust_driver import WORKER_REPORT_INTERVAL, EndpointStats, LocalLocust, LocustWeb
+from loadlab.sweep.locust_control import LocustControl
+from loadlab.sweep.locust_driver import WORKER_REPORT_INTERVAL, EndpointStats
 from loadlab.sweep.progress import SweepProgress
 from loadlab.sweep.resource_model import step_figures, with_generator
 from loadlab.sweep.results import RunDir, git_revision, now_iso, summarize, versions
@@ -42,22 +43,7 @@ from loadlab.sweep.spec import SweepSpec
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
-POLL = 0.5
 CLOCK_WARN_MS = 50.0  # a host clock further off than this shifts step windows and log slices on it
-# A lab's master (often on another host, through SSH) is asked again for this long when the way to it fails.
-LAB_RETRY = 30.0
-STATS_CACHE = 2.0  # seconds Locust's web UI caches /stats/requests (locust.web.DEFAULT_CACHE_TIME)
-# Locust's live figures on the terminal: current rps and p95 over its last ~10 s.
-_LIVE_P95 = "response_time_percentile_0.95"
-# The open model's pool: Little's law (users = rate x time each iteration holds a user), with this headroom,
-# on the latency seen (the last open step's send-to-answer p95; the first step assumes FIRST_LATENCY_S).
-POOL_HEADROOM = 1.5
-FIRST_LATENCY_S = 0.1
-# After the warm-up, arrivals still waiting for a free user beyond this share of a second's arrivals mean
-# the pool is short: it grows (Little's law on the latency seen, at least doubling) and warms up again,
-# at most POOL_GROWTHS times, never past --max-users.
-WAITING_SHORT = 0.1
-POOL_GROWTHS = 4
 
 
 class Interrupted(Exception):
@@ -150,7 +136,7 @@ def check_reachable(url: str) -> None:
             return
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise UserError(f"target {url} is unreachable: {reason}") from None
+        raise LabError(f"target {url} is unreachable: {reason}") from None
 
 
 @contextlib.contextmanager
@@ -234,7 +220,8 @@ class _Annotator:
 
 
 class SweepRunner:
-    """Runs a plan's remaining steps and writes the run folder."""
+    """Runs a plan's remaining steps and writes the run folder: each step's timing (ramp, warm-up, the
+    measured window) and its resources here, Locust driven through LocustControl."""
 
     def __init__(self, plan: SweepPlan, run_dir: RunDir, steps: list[dict[str, Any]]) -> None:
         self.plan = plan
@@ -242,35 +229,36 @@ class SweepRunner:
         self.run_dir = run_dir
         self.steps = steps
         self._kept = len(steps)  # steps on disk before this command (a resume's)
-        self.local: LocalLocust | None = None
-        self.web: LocustWeb | None = None
         self.prometheus: res.PrometheusWindow | None = None
         self.sampler: res.Sampler | None = None
-        self.distributed = True
         self._lab_locust: tuple[float, dict[str, psutil.Process]] | None = None
         self._stopped = False
         self._remotes: RemoteHosts | None = None
         self._collectors: list[Any] = []
         self._told_prometheus = False
-        self._load: list[tuple[float, int | None, int | None]] = []  # (time, users, workers) in the window
-        self._rate: float | None = None  # the rate the step in progress holds (an open sweep)
-        self._pool_growth: list[dict[str, Any]] = []  # the pools it warmed up with, and what they got done
         self.progress = SweepProgress(None if self.spec.search else self.spec.planned_steps([]))
         self.annotator = _Annotator(plan)
+        lab_mode = plan.mode == "lab"
+        self.locust = LocustControl(
+            self.spec,
+            self.progress,
+            plan.host,
+            (self.spec.user_classes or plan.lab.default_user_classes) if lab_mode else None,
+        )
 
     # -- setup ---------------------------------------------------------------------------------------
 
     @property
     def window(self) -> float:
         """The measured window: whole worker report intervals, so each worker's reports cover it exactly."""
-        if not self.distributed:
+        if not self.locust.distributed:
             return self.spec.step_time
         return math.ceil(self.spec.step_time / WORKER_REPORT_INTERVAL - 1e-9) * WORKER_REPORT_INTERVAL
 
     @property
     def warmup(self) -> float:
         """Warm-up after ramping; at least one report interval, so ramp requests stay out of the window."""
-        return max(self.spec.warmup, WORKER_REPORT_INTERVAL if self.distributed else 0.0)
+        return max(self.spec.warmup, WORKER_REPORT_INTERVAL if self.locust.distributed else 0.0)
 
     def _connect_locust(self) -> None:
         plan = self.plan
@@ -281,24 +269,14 @@ class SweepRunner:
                 logs = next(
                     logs / f"resume-{n}" for n in range(1, 10_000) if not (logs / f"resume-{n}").exists()
                 )
-            self.local = LocalLocust(plan.locustfile, plan.workers, self.spec.user_classes, logs)
             self.progress.note(f"starting Locust: 1 master, {plan.workers} workers ({plan.locustfile})")
-            self.web = self.local.start()
+            self.locust.start_local(plan.locustfile, plan.workers, logs)
             return
         url = where = plan.lab.locust_web_url
         if url is None:  # the master's web API is on its host's loopback: reach it through SSH
             url = self._forward_to_master()
             where = f"127.0.0.1:{plan.lab.locust_web_port} on {plan.lab.locust_master} (through SSH)"
-        web = LocustWeb(url, retry_for=LAB_RETRY)
-        if not web.answers():
-            raise UserError(
-                f"the lab's Locust master does not answer at {where}: is the lab up? (loadlab status)"
-            )
-        stats = web.stats()
-        if "workers" in stats and not stats.get("worker_count"):
-            raise UserError(f"the lab's Locust master at {where} has no workers connected")
-        self.distributed = "workers" in stats
-        self.web = web
+        self.locust.connect(url, where)
 
     def _reconnects(self) -> dict[str, int]:
         """Per host this sweep reaches over SSH: how often its connection dropped and was opened again."""
@@ -336,7 +314,7 @@ class SweepRunner:
         def read(host: Host) -> dict[str, Any]:
             try:
                 reading = remotes[host].clock_offset()
-            except LoadlabError as exc:
+            except LabError as exc:
                 return {"error": str(exc)}
             return {"offset_ms": round(reading.offset * 1000, 1), "rtt_ms": round(reading.rtt * 1000, 1)}
 
@@ -374,9 +352,10 @@ class SweepRunner:
             self.progress.note(f"hosts not collected ({exc}); later: loadlab collect {self.plan.out}")
 
     def _locust_procs(self) -> dict[str, psutil.Process]:
-        if self.local is not None:
+        own = self.locust.pids()
+        if own is not None:
             out = {}
-            for name, pid in self.local.pids().items():
+            for name, pid in own.items():
                 with contextlib.suppress(psutil.Error):
                     out[name] = psutil.Process(pid)
             return out
@@ -464,144 +443,23 @@ class SweepRunner:
 
     # -- one step ------------------------------------------------------------------------------------
 
-    def _check(self) -> None:
-        if self.local is not None:
-            self.local.check()
-
-    def _live(self) -> dict[str, Any]:
-        assert self.web is not None
-        try:
-            return self.web.stats()
-        except LoadlabError:
-            self._check()
-            raise
-
-    def _ramp(self, index: int, users: int, spawn_rate: float | None = None) -> None:
-        assert self.web is not None
-        lab_mode = self.plan.mode == "lab"
-        classes = (self.spec.user_classes or self.plan.lab.default_user_classes) if lab_mode else None
-        spawn_rate = spawn_rate or self.spec.spawn_rate
-        answer = self.web.swarm(users, spawn_rate, self.plan.host, classes)
-        if classes and "user_classes" not in answer:
-            raise UserError(
-                "the lab's Locust master cannot pick user classes (start it with --class-picker) "
-                f"and this sweep asks for {', '.join(classes)}"
-            )
+    def _warm_up(self, index: int, load: float) -> int:
+        """Ramp to the step's users (an open step: hold its rate with a pool behind it) and warm up;
+        returns the users Locust runs."""
         before = self.steps[-1]["users"] if self.steps else 0
-        limit = max(users, before) / spawn_rate * 1.5 + 30.0
-        started = time.monotonic()
-        while True:
-            self._check()
-            stats = self._live()
-            self.progress.update(
-                index,
-                users,
-                "ramping",
-                live_users=stats.get("user_count"),
-                rps=stats.get("current_rps"),
-                rate=self._rate,
-            )
-            if stats.get("state") == "running" and stats.get("user_count") == users:
-                return
-            # Locust caches /stats/requests for 2 s: a state from before the swarm may still show.
-            if stats.get("state") in ("stopped", "missing") and time.monotonic() - started > STATS_CACHE + 1:
-                raise UserError(f"Locust stopped while ramping to {users} users (state {stats.get('state')})")
-            if "workers" in stats and not stats.get("worker_count"):
-                raise UserError("every Locust worker left the master")
-            if time.monotonic() - started > limit:
-                raise UserError(
-                    f"Locust did not reach {users} users within {limit:.0f}s "
-                    f"(it runs {stats.get('user_count')})"
-                )
-            time.sleep(POLL)
-
-    def _wait(self, index: int, users: int, phase: str, seconds: float, begin: float) -> None:
-        while (elapsed := time.monotonic() - begin) < seconds:
-            self._check()
-            stats = self._live()
-            if "workers" in stats and not stats.get("worker_count"):
-                raise UserError("every Locust worker left the master")
-            rps = stats.get("current_rps")
-            p95 = (stats.get("current_response_time_percentiles") or {}).get(_LIVE_P95)
-            total = (stats.get("stats") or [{}])[-1]
-            if phase == "measuring":
-                workers = stats.get("worker_count") if "workers" in stats else None
-                self._load.append((elapsed, stats.get("user_count"), workers))
-            if phase == "measuring" and elapsed > STATS_CACHE + 0.5 and total.get("num_requests"):
-                # The window so far (since the reset), which is what the step will record.
-                rps = total["num_requests"] / elapsed
-                p95 = total.get("response_time_percentile_0.95")
-            self.progress.update(
-                index,
-                users,
-                phase,
-                elapsed=elapsed,
-                length=seconds,
-                live_users=stats.get("user_count"),
-                rps=rps,
-                p95=p95,
-                rate=self._rate,
-            )
-            time.sleep(min(1.0, max(0.05, seconds - (time.monotonic() - begin))))
-
-    def _workers(self) -> int:
-        return max(1, int(self._live().get("worker_count") or 1))
-
-    def _pool(self, rate: float, latency_s: float) -> int:
-        """Users behind `rate` (Little's law on `latency_s`, with headroom), a multiple of the workers (each
-        holds an even share of the rate), at most --max-users."""
-        workers = self._workers()
-        cap = max(workers, self.spec.max_users // workers * workers)
-        wanted = rate * latency_s * POOL_HEADROOM
-        if not wanted < cap:
-            return cap
-        need = max(workers, math.ceil(wanted))
-        return min(math.ceil(need / workers) * workers, cap)
-
-    def _open_ramp(self, index: int, rate: float) -> int:
-        """Hold `rate`, start the pool behind it and warm up. While arrivals wait for a free user after the
-        warm-up, the pool grows (Little's law on the latency seen, at least doubling) and warms up again —
-        until none waits, the pool is at --max-users, or more users got no more iterations done (then the
-        target is what holds them, and the open model measures the queue). Returns the pool's users."""
-        assert self.web is not None
-        previous = next((s for s in reversed(self.steps) if s.get("rate") is not None), None)
-        seen = (previous or {}).get("response_p95_ms")
-        self.web.hold(rate, self.spec.arrivals)
-        pool = self._pool(rate, seen / 1000.0 if seen else FIRST_LATENCY_S)
-        cap = self._pool(rate, math.inf)
-        self._pool_growth = []
-        while True:
-            # Idle users wait for arrivals and send nothing, so the pool starts at once.
-            self._ramp(index, pool, spawn_rate=max(self.spec.spawn_rate, float(pool)))
-            since = time.time()
-            self._wait(index, pool, "warm-up", self.warmup, time.monotonic())
-            waiting, done_rate = _open_state(self.web.reports() or {}, since)
-            self._pool_growth.append({"users": pool, "done_per_s": done_rate, "waiting": waiting})
-            if waiting <= rate * WAITING_SHORT or pool >= cap or len(self._pool_growth) > POOL_GROWTHS:
-                return pool
-            before = self._pool_growth[-2]["done_per_s"] if len(self._pool_growth) > 1 else None
-            if before is not None and done_rate is not None and done_rate < GROWTH_GAIN * before:
-                return pool  # more users got no more done: the target holds them
-            p95 = (self._live().get("current_response_time_percentiles") or {}).get(_LIVE_P95)
-            grown = max(self._pool(rate, (p95 or 0) / 1000.0), min(2 * pool, cap))
-            self.progress.note(
-                f"step {index + 1}: {waiting} arrivals waited for a free user among {pool}: "
-                f"the pool grows to {grown}"
-            )
-            pool = grown
+        if self.spec.open:
+            previous = next((s for s in reversed(self.steps) if s.get("rate") is not None), None)
+            seen = (previous or {}).get("response_p95_ms")
+            return self.locust.open_ramp(index, float(load), self.warmup, seen, before)
+        users = int(load)
+        self.locust.ramp(index, users, before)
+        self.locust.wait(index, users, "warm-up", self.warmup, time.monotonic())
+        return users
 
     def _measure(self, index: int, load: float) -> dict[str, Any]:
-        assert self.web is not None
-        if self.spec.open:
-            self._rate = float(load)
-            users = self._open_ramp(index, self._rate)
-        else:
-            users = int(load)
-            self._ramp(index, users)
-            self._wait(index, users, "warm-up", self.warmup, time.monotonic())
+        users = self._warm_up(index, load)
         window = self.window
-        self.web.reset()
-        self._load = []
+        self.locust.begin_window()
         reconnects = self._reconnects()
         t0_wall, t0 = time.time(), time.monotonic()
         if self.sampler is not None:
@@ -611,11 +469,11 @@ class SweepRunner:
         if self.plan.during_window is not None:
             action = threading.Thread(target=self.plan.during_window, args=(window,), name="during-window")
             action.start()
-        self._wait(index, users, "measuring", window, t0)
+        self.locust.wait(index, users, "measuring", window, t0)
         if action is not None:
             action.join(timeout=window + 60)
-        reports = samples.from_master(self.web.reports())  # the window's samples, as the aggregate's
-        endpoints, total = self.web.window()
+        reports = samples.from_master(self.locust.reports())  # the window's samples, as the aggregate's
+        endpoints, total = self.locust.window_stats()
         t1_wall = time.time()
         overrun = time.monotonic() - t0 - window
         if overrun > WORKER_REPORT_INTERVAL:
@@ -626,10 +484,7 @@ class SweepRunner:
         sampled = self.sampler.stop() if self.sampler is not None else {}
         prometheus = self.prometheus is not None
         figures = self._prometheus_figures(t0_wall, t1_wall, sampled) if prometheus else sampled
-        errors = [
-            {k: e.get(k) for k in ("method", "name", "error", "occurrences")}
-            for e in (self._live().get("errors") or [])[:10]
-        ]
+        errors = self.locust.errors()
         span = samples.covered_span(reports)
         if span is not None and abs(span - window) > 0.01 * window:
             # The workers' reports cover a little more or less than the window (one report more or less,
@@ -637,7 +492,7 @@ class SweepRunner:
             window = round(span, 3)
         opened = samples.open_figures(reports, window) if self.spec.open and reports else None
         if self.spec.open and opened is None:
-            raise UserError(
+            raise LabError(
                 f"step {index + 1}: the Locust workers reported no open-model figures (is the lab's Locust "
                 "plugin, loadlab.exporters.locust, loaded on every worker?)"
             )
@@ -689,7 +544,7 @@ class SweepRunner:
         if opened is not None:
             # An open step: its percentiles are from each request's intended start (its aggregate's and
             # its samples'); Locust's own send-to-answer ones stay beside them.
-            step["rate"] = self._rate
+            step["rate"] = self.locust.rate
             for q in ("p50", "p95", "p99"):
                 agg[f"response_{q}_ms"] = agg[f"{q}_ms"]
             agg.update({k: opened[k] for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")})
@@ -713,7 +568,7 @@ class SweepRunner:
             "target_cpu": scalars["target_cpu"],
             "target_cpu_busiest": scalars["target_cpu_busiest"],
             "target_cpu_busiest_host": scalars["target_cpu_busiest_host"],
-            "load": load_held(users, self._load, window),
+            "load": load_held(users, self.locust.load, window),
             "window_s": window,
             "warmup_s": self.warmup,
             "window_start": round(t0, 3),
@@ -732,8 +587,8 @@ class SweepRunner:
                     "arrivals": self.spec.arrivals,
                     "late_after_ms": opened["late_after_ms"],
                     "max_users": self.spec.max_users,
-                    "pool_cap": self._pool(self._rate or 0.0, math.inf),
-                    "pool_growth": self._pool_growth,
+                    "pool_cap": self.locust.pool(self.locust.rate or 0.0, math.inf),
+                    "pool_growth": self.locust.pool_growth,
                 },
             }
         codes, evidence = diagnose(step, [s for s in self.steps if s["index"] < index])
@@ -762,7 +617,7 @@ class SweepRunner:
             try:
                 self._read_clocks()
                 self._connect_locust()
-                self._choose_model()
+                self.locust.choose_model()
                 source = self._setup_resources()
                 self.progress.note(
                     f"{run_name(self.spec.name)}: {self.plan.host}, {self.spec.describe_steps()}, "
@@ -786,7 +641,8 @@ class SweepRunner:
                     self.write_summary(f"error: {exc}")
                     self._collect_hosts()
                 if self.steps:
-                    raise UserError(
+                    # The same kind of error (the input, or the lab), with where the finished steps are.
+                    raise (LabError if isinstance(exc, LabError) else UserError)(
                         f"{exc} ({len(self.steps)} finished steps kept in {self.plan.out}; "
                         f"continue with: loadlab sweep --resume {self.plan.out})"
                     ) from None
@@ -802,19 +658,6 @@ class SweepRunner:
             self.progress.note(f"hosts not collected (interrupted); later: loadlab collect {self.plan.out}")
         return summary, interrupted
 
-    def _choose_model(self) -> None:
-        """An open sweep needs workers that hold the rate; a closed one lifts a rate a killed sweep may have
-        left on the lab's master (a master without the plugin has none to lift)."""
-        assert self.web is not None
-        if self.spec.open and not self.distributed:
-            raise UserError(
-                "an open sweep needs a Locust master with workers (the lab's, or the sweep's own); this "
-                "master runs its users itself"
-            )
-        if not self.spec.open:
-            with contextlib.suppress(LoadlabError):
-                self.web.hold(0, "even")
-
     def _shutdown(self) -> None:
         """Stop the users and the Locust this sweep started; safe to call twice."""
         if self._stopped:
@@ -823,36 +666,9 @@ class SweepRunner:
         if self.sampler is not None:
             with contextlib.suppress(Exception):
                 self.sampler.stop()
-        if self.web is not None:
-            if self.spec.open:  # the lab's Locust goes back to the closed model
-                with contextlib.suppress(LoadlabError):
-                    self.web.hold(0, "even")
-            with contextlib.suppress(LoadlabError):
-                self.web.stop()
-            self.web.close()
-        if self.local is not None:
-            self.local.stop()
+        self.locust.stop()
         if self.prometheus is not None:
             self.prometheus.close()
-
-
-def _open_state(answer: dict[str, Any], since: float) -> tuple[int, float | None]:
-    """From the master's reports: arrivals waiting for a free user now (each worker's latest report), and
-    iterations done per second in the reports since `since` (wall clock)."""
-    latest: dict[str, dict[str, Any]] = {}
-    done, first, last = 0, None, None
-    for r in answer.get("reports") or []:
-        opened = r.get("open")
-        if not isinstance(opened, dict):
-            continue
-        latest[str(r.get("worker"))] = opened
-        if float(r.get("time") or 0) >= since:
-            done += int(opened.get("done") or 0)
-            first = float(r["time"]) if first is None else first
-            last = float(r["time"])
-    waiting = sum(int(o.get("waiting") or 0) for o in latest.values())
-    span = (last - since) if last is not None else 0.0
-    return waiting, (round(done / span, 1) if span > 0 else None)
 
 
 def run_name(name: str) -> str:

@@ -30,6 +30,9 @@ from loadlab.errors import UserError
 
 SAMPLES_DIR = "samples"
 INTERVAL_S = 1.0
+# Seconds between a Locust worker's reports to its master: the lab's plugin (exporters/locust.py) sets it in
+# every worker it is loaded in (Locust's own default is 3), so each report is one second's sample.
+REPORT_INTERVAL_S = 1.0
 SOURCE = "Locust worker reports (/loadlab/reports)"
 FIGURES = ("rps", "fail_ratio", "p50_ms", "p95_ms", "p99_ms")
 

@@ -29,7 +29,14 @@ from typing import Any
 
 from loadlab.errors import UserError
 from loadlab.inputs import finite_number
-from loadlab.sweep.analysis import behind_text, closest_lighter, fell_behind, rate_text
+from loadlab.sweep.analysis import (
+    behind_text,
+    closest_lighter,
+    fell_behind,
+    grows_in_proportion,
+    growth,
+    rate_text,
+)
 from loadlab.sweep.diagnosis import GENERATOR_CODES
 from loadlab.sweep.thresholds import Threshold
 
@@ -129,17 +136,9 @@ def parse_resolution(value: Any, what: str = "--resolution") -> float:
 def bend(step: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """Throughput fell short of BEND_SHARE of the users' gain over the closest lighter step measured."""
     prev = closest_lighter(step, steps)
-    if prev is None:
+    if prev is None or grows_in_proportion(prev, step, BEND_SHARE):
         return None
-    user_gain = step["users"] / prev["users"] - 1.0
-    rps_gain = step["rps"] / prev["rps"] - 1.0 if prev["rps"] > 0 else 0.0
-    if rps_gain >= BEND_SHARE * user_gain:
-        return None
-    return {
-        "users": [prev["users"], step["users"]],
-        "rps": [prev["rps"], step["rps"]],
-        "rps_gain": round(rps_gain, 3),
-    }
+    return growth(prev, step)
 
 
 def gave_out(
