@@ -663,3 +663,31 @@ def test_loadlab_status_on_the_twin_inventory(engine, tmp_path, monkeypatch):
     assert f"unix://{tmp_path / 'docker.sock'}" in rows["containers"]
     assert "DOWN" in rows["nginx"] and "refused" in rows["nginx"]
     assert "/version" in engine.requests
+
+
+def test_a_sweep_on_the_twin_inventory_aims_where_the_twin_publishes(rendered, model):
+    """`loadlab sweep -i inventory/compose.yml` reads the same inventory: its target, the Locust master it
+    drives and the Prometheus it reads are where the twin's containers publish or bind them (the twin itself
+    is not started here: no Docker engine)."""
+    from urllib.parse import urlsplit
+
+    from loadlab.sweep.lab_view import read_lab
+
+    view = read_lab(str(TWIN_INVENTORY))
+    assert view.error is None
+    target, web, prometheus = (
+        urlsplit(u) for u in (view.target_url, view.locust_web_url, view.prometheus_url)
+    )
+    published = {(p["host_ip"], int(p["published"])) for p in model["services"]["nginx"]["ports"]}
+    assert (target.hostname, target.port) in published
+    assert view.names_target(view.target_url)
+    master = dict(
+        line.split(" = ", 1) for line in rendered.files["locust/master.conf"].splitlines() if " = " in line
+    )
+    assert (master["web-host"], int(master["web-port"])) == (web.hostname, web.port)
+    assert model["services"]["locust-master"]["network_mode"] == "host"
+    assert (
+        f"--web.listen-address={prometheus.hostname}:{prometheus.port}"
+        in model["services"]["prometheus"]["command"]
+    )
+    assert model["services"]["prometheus"]["network_mode"] == "host"

@@ -23,7 +23,7 @@ def test_calibrate_names_every_provoked_bottleneck_and_leaves_the_lab_as_it_was(
     monkeypatch.chdir(lab.lab.inventory.resolve().parent.parent)
     out = tmp_path / "calibrate"
     result = CliRunner().invoke(
-        main, ["calibrate", "--out", str(out), "--step-time", "12s", "--warmup", "3s"]
+        main, ["calibrate", "--out", str(out), "--step-time", "15s", "--warmup", "2s"]
     )
     cases = json.loads((out / "calibrate.json").read_text())["cases"]
     table = {c["case"]: (c["diagnosed"], c["passed"]) for c in cases}

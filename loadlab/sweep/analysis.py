@@ -316,6 +316,15 @@ def usl_fit(steps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def _p95_limit(good: dict[str, Any], p95_limit_ms: float | None) -> float | None:
+    """The p95 a recommendation promises: the gate's, else the recommended step's rounded up a little."""
+    if p95_limit_ms is not None:
+        return p95_limit_ms
+    if good.get("p95_ms") is not None:
+        return float(_nice_ceiling(float(good["p95_ms"]) * 1.05))
+    return None
+
+
 def _nice_ceiling(ms: float) -> int:
     """Round a latency up to a figure people quote: 37 -> 40, 212 -> 250, 1340 -> 1500."""
     if ms <= 0:
@@ -392,11 +401,8 @@ def recommendation(
             f"({good['rps']:.0f} rps, p95 {good.get('p95_ms')} ms), so the limit lies beyond this sweep; "
             f"try {suggest[0]} and {suggest[1]} users next",
         }
-    if p95_limit_ms is not None:
-        limit = p95_limit_ms
-    elif good.get("p95_ms") is not None:
-        limit = float(_nice_ceiling(float(good["p95_ms"]) * 1.05))
-    else:
+    limit = _p95_limit(good, p95_limit_ms)
+    if limit is None:
         return None
     users, rps = good["users"], good["rps"]
     text = f"stay at or below {users} users for p95 under {limit:g} ms (about {rps:.0f} rps)"
@@ -470,11 +476,8 @@ def open_recommendation(
             f"({good['rps']:.0f} rps, p95 {good.get('p95_ms')} ms from intended start), so the limit lies "
             f"beyond this sweep; try {rate_text(suggest[0])} and {rate_text(suggest[1])} req/s next",
         }
-    if p95_limit_ms is not None:
-        limit = p95_limit_ms
-    elif good.get("p95_ms") is not None:
-        limit = float(_nice_ceiling(float(good["p95_ms"]) * 1.05))
-    else:
+    limit = _p95_limit(good, p95_limit_ms)
+    if limit is None:
         return None
     rate, rps = good["rate"], good["rps"]
     text = (

@@ -175,8 +175,8 @@ def load_short(step: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _one_process(name: str, process: dict[str, Any]) -> bool:
-    """A group whose CPU is one process's: an app instance, or a group that had one process all window."""
-    return name.split("/", 1)[1].startswith("app-") or process.get("processes_max") == 1
+    """A `host/group` whose CPU is one process's (resource_model.one_process)."""
+    return model.one_process(name.split("/", 1)[1], process.get("processes_max"))
 
 
 def target_cpu(step: dict[str, Any]) -> dict[str, Any] | None:
@@ -430,11 +430,16 @@ def open_fell_behind(step: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if done >= LOAD_HELD * intended or growth < BACKLOG_GROWS * step["rate"]:
         return None
+    return _open_evidence(step)
+
+
+def _open_evidence(step: dict[str, Any]) -> dict[str, Any]:
+    """What an open step's target did with its arrivals."""
     return {
         "rate": step["rate"],
         "rps": step.get("rps"),
-        "intended": intended,
-        "done": done,
+        "intended": step.get("intended"),
+        "done": step.get("done"),
         "backlog": step.get("backlog"),
         "p99_ms": step.get("p99_ms"),
         "response_p99_ms": step.get("response_p99_ms"),
@@ -465,7 +470,8 @@ def open_verdict(
     step: dict[str, Any], earlier: Sequence[dict[str, Any]], found: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
     """An open step's `generator_behind` (arrivals not started on time, and why) or `target_saturated`
-    (started on time, or held up by a target whose own latency rose, while it fell behind the rate)."""
+    (it fell behind the rate with its arrivals started on time; or they started late because the target
+    held every user: its own latency rose, or a bigger pool got no more done)."""
     late = open_late(step)
     behind = open_fell_behind(step)
     cpu = found.get("generator_cpu_bound")
@@ -474,9 +480,10 @@ def open_verdict(
     if late is not None:
         # The users were all busy because the target answered slower and slower (its send-to-answer
         # latency rose over a lighter step's), or a bigger pool got no more done: the target's limit.
-        rose = _response_rose(step, earlier) or _growth_in_vain(step)
-        if behind is not None and rose is not None:
-            return "target_saturated", {**behind, "users_held_by_target": rose, "late": late["late"]}
+        held = _response_rose(step, earlier) or _growth_in_vain(step)
+        if held is not None:
+            evidence = behind if behind is not None else _open_evidence(step)
+            return "target_saturated", {**evidence, "users_held_by_target": held, "late": late["late"]}
         cap = (step.get("open") or {}).get("pool_cap")
         full = " (the most --max-users allows)" if cap and late["users"] >= cap else ""
         pool = f"{late['users']} users{full}"
