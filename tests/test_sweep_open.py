@@ -163,8 +163,11 @@ def test_a_two_second_freeze_shows_in_the_open_p99_and_its_arrivals_are_late(tmp
     assert step["late"] >= 0.15 * step["intended"], step
     assert step["p99_ms"] >= 0.7 * FREEZE * 1000, step
     assert step["lateness_p99_ms"] >= 0.5 * FREEZE * 1000, step
-    # Nothing was lost: the backlog drained after the freeze.
+    # Nothing was lost: the backlog drained after the freeze. The target held the users, not the pool's size.
     assert step["dropped"] <= 0.05 * step["intended"], step
+    assert "generator_behind" not in step["diagnosis"], step["diagnosis_evidence"]
+    held = step["diagnosis_evidence"]["target_saturated"]["users_held_by_target"]
+    assert held["carries_per_s"] > step["rate"]
 
 
 @pytest.mark.timeout(240)
@@ -180,6 +183,7 @@ def test_a_generator_too_small_for_the_rate_is_generator_behind(tmp_path: Path) 
     assert "target_saturated" not in step["diagnosis"]
     evidence = step["diagnosis_evidence"]["generator_behind"]
     assert "no free user" in evidence["why"] and "--max-users" in evidence["why"]
+    assert evidence["users_needed"] >= 100 * HOLD  # Little's law: the rate times the service time
     assert step["users"] == 2
     assert step["sent_rate"] == pytest.approx(2 / HOLD, rel=0.15)
     assert step["response_p50_ms"] <= HOLD * 1000 * 1.4  # the target answered in its service time

@@ -8,6 +8,7 @@ named with its down interval, and the step's errors are attributed to it where t
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -466,12 +467,25 @@ def _growth_in_vain(step: dict[str, Any]) -> dict[str, Any] | None:
             "done_per_s": [growth[-2]["done_per_s"], growth[-1]["done_per_s"]]}  # fmt: skip
 
 
+def _pool_sufficed(step: dict[str, Any]) -> dict[str, Any] | None:
+    """The pool could carry the rate at the target's mean send-to-answer time (Little's law): arrivals that
+    still waited for a user waited for answers slower than that mean — the target's stalls or spikes."""
+    users, avg_ms, rate = step.get("users"), step.get("avg_ms"), step.get("rate")
+    if not users or not avg_ms or not rate:
+        return None
+    carries = users / (avg_ms / 1000.0)
+    if carries < rate:
+        return None
+    return {"users": users, "avg_ms": avg_ms, "carries_per_s": _r(carries, 1), "rate": rate}
+
+
 def open_verdict(
     step: dict[str, Any], earlier: Sequence[dict[str, Any]], found: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
     """An open step's `generator_behind` (arrivals not started on time, and why) or `target_saturated`
     (it fell behind the rate with its arrivals started on time; or they started late because the target
-    held every user: its own latency rose, or a bigger pool got no more done)."""
+    held every user: its own latency rose, a bigger pool got no more done, or the pool could carry the
+    rate at the target's mean latency, so slower answers — a stall — held it)."""
     late = open_late(step)
     behind = open_fell_behind(step)
     cpu = found.get("generator_cpu_bound")
@@ -480,7 +494,7 @@ def open_verdict(
     if late is not None:
         # The users were all busy because the target answered slower and slower (its send-to-answer
         # latency rose over a lighter step's), or a bigger pool got no more done: the target's limit.
-        held = _response_rose(step, earlier) or _growth_in_vain(step)
+        held = _response_rose(step, earlier) or _growth_in_vain(step) or _pool_sufficed(step)
         if held is not None:
             evidence = behind if behind is not None else _open_evidence(step)
             return "target_saturated", {**evidence, "users_held_by_target": held, "late": late["late"]}
@@ -488,6 +502,10 @@ def open_verdict(
         full = " (the most --max-users allows)" if cap and late["users"] >= cap else ""
         pool = f"{late['users']} users{full}"
         why = f"no free user: arrivals waited for one of the pool of {pool}"
+        avg_ms = step.get("avg_ms")
+        if avg_ms:  # Little's law: the users the rate needs at the latency the target answered with
+            late["users_needed"] = math.ceil(step["rate"] * avg_ms / 1000.0)
+            why += f", where the rate needs {late['users_needed']} at the target's mean {avg_ms:g} ms"
         return "generator_behind", {**late, "why": why}
     if behind is not None:
         return "target_saturated", behind
