@@ -288,7 +288,7 @@ def check_workers(workers: int, allow_many: bool) -> int:
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     usl = summary.get("usl")
     if summary.get("model") == "open":
-        at = max(summary.get("steps") or [{}], key=lambda s: s.get("rps") or 0).get("rate")
+        at = summary.get("max_rps_rate")
         knee, saturation = summary.get("knee_rate"), summary.get("saturation_rate")
         console.print(
             f"open model: max {summary.get('max_rps')} rps"

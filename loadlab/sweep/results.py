@@ -478,21 +478,28 @@ def summarize(
         "knee": knee,
         "max_rps_users": next((s["users"] for s in steps if s.get("rps") == max_rps), None),
         "recommendation": analysis.recommendation(steps, knee["users"], p95_gate, checks),
+        **_progress(steps, planned_steps, interrupted),
+    }
+    if search is not None:
+        # One answer: the search's verdict is the run's recommendation.
+        capacity = summary["capacity"] = capacity_outcome(search, steps, thresholds)
+        summary["recommendation"] = _search_recommendation(capacity, "users")
+    return summary
+
+
+def _progress(steps: Sequence[dict[str, Any]], planned_steps: int, interrupted: str | None) -> dict[str, Any]:
+    """How far the run got: every summary's complete, planned_steps, finished_steps, interrupted."""
+    return {
         "complete": len(steps) >= planned_steps and interrupted is None,
         "planned_steps": planned_steps,
         "finished_steps": len(steps),
         "interrupted": interrupted,
     }
-    if search is not None:
-        # One answer: the search's verdict is the run's recommendation.
-        capacity = summary["capacity"] = capacity_outcome(search, steps, thresholds)
-        summary["recommendation"] = {
-            "users": capacity["users"],
-            "rps": capacity["rps"],
-            "p95_ms": capacity["p95_ms"],
-            "text": capacity["text"],
-        }
-    return summary
+
+
+def _search_recommendation(capacity: dict[str, Any], load: str) -> dict[str, Any]:
+    """A capacity search's one answer as the run's recommendation; `load` is users or rate."""
+    return {load: capacity[load], **{k: capacity[k] for k in ("rps", "p95_ms", "text")}}
 
 
 def _p95_gate(thresholds: Sequence[Threshold]) -> float | None:
@@ -527,17 +534,9 @@ def _summarize_open(
         "knee": knee,
         "max_rps_rate": next((s["rate"] for s in ordered if s.get("rps") == max_rps), None),
         "recommendation": analysis.open_recommendation(steps, _p95_gate(thresholds), checks),
-        "complete": len(steps) >= planned_steps and interrupted is None,
-        "planned_steps": planned_steps,
-        "finished_steps": len(steps),
-        "interrupted": interrupted,
+        **_progress(steps, planned_steps, interrupted),
     }
     if search is not None:
         capacity = summary["capacity"] = capacity_outcome(search, steps, thresholds)
-        summary["recommendation"] = {
-            "rate": capacity["rate"],
-            "rps": capacity["rps"],
-            "p95_ms": capacity["p95_ms"],
-            "text": capacity["text"],
-        }
+        summary["recommendation"] = _search_recommendation(capacity, "rate")
     return summary
