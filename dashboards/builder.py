@@ -13,15 +13,28 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Grafana unit ids (fieldConfig.defaults.unit). Rendering to PNG understands exactly these.
-SHORT = "short"
-PERCENT_UNIT = "percentunit"  # a ratio 0..1 shown as a percentage; CPU panels use 1.0 = one full core
-SECONDS = "s"
-BYTES = "bytes"
-BYTES_PER_SECOND = "Bps"
-REQUESTS_PER_SECOND = "reqps"
-OPS_PER_SECOND = "ops"
-UNITS = (SHORT, PERCENT_UNIT, SECONDS, BYTES, BYTES_PER_SECOND, REQUESTS_PER_SECOND, OPS_PER_SECOND)
+
+class Unit:
+    """Grafana unit ids (fieldConfig.defaults.unit). Rendering to PNG understands exactly these."""
+
+    SHORT = "short"
+    PERCENT = "percentunit"  # a ratio 0..1 shown as a percentage; CPU panels use 1.0 = one full core
+    SECONDS = "s"
+    BYTES = "bytes"
+    BYTES_PER_SECOND = "Bps"
+    REQUESTS_PER_SECOND = "reqps"
+    OPS_PER_SECOND = "ops"
+
+
+UNITS = (
+    Unit.SHORT,
+    Unit.PERCENT,
+    Unit.SECONDS,
+    Unit.BYTES,
+    Unit.BYTES_PER_SECOND,
+    Unit.REQUESTS_PER_SECOND,
+    Unit.OPS_PER_SECOND,
+)
 
 GRID_WIDTH = 24  # Grafana's grid is 24 columns wide
 

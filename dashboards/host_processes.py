@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
-from loadlab.dashboards.builder import (
-    BYTES,
-    BYTES_PER_SECOND,
-    OPS_PER_SECOND,
-    PERCENT_UNIT,
-    SECONDS,
-    SHORT,
-    Dashboard,
-    Panel,
-    Row,
-    Target,
-)
+from loadlab.dashboards.builder import Dashboard, Panel, Row, Target, Unit
 
 UID = "loadlab-host-processes"
 H = q.HOST
@@ -30,7 +19,7 @@ def _cpu_row() -> Row:
             Panel(
                 "CPU busy per core",
                 (Target(f'1 - sum by (host, cpu) (rate({cpu}, mode="idle"}}[{R}]))', "{{host}} cpu{{cpu}}"),),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "One core pinned at 100% while others idle points at a single-threaded bottleneck.",
                 width=8,
                 max=1,
@@ -44,7 +33,7 @@ def _cpu_row() -> Row:
                         "{{host}} {{mode}}",
                     ),
                 ),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Where the busy time goes; high softirq means network load, iowait means disks.",
                 width=8,
                 stack=True,
@@ -57,9 +46,9 @@ def _cpu_row() -> Row:
                         f"max by (host, period) (loadlab_host_load_average{{{H}}})",
                         "{{host}} {{period}}",
                     ),
-                    Target(q.host_cores(), "{{host}} cores", limit=True),
+                    panels.cores(),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Runnable tasks; above the core count work queues for CPU.",
                 width=8,
             ),
@@ -78,7 +67,7 @@ def _memory_network_row() -> Row:
                     Target(q.host_memory_used(), "{{host}} used"),
                     Target(q.host_memory_total(), "{{host}} total", limit=True),
                 ),
-                BYTES,
+                Unit.BYTES,
                 "Used = total - available (what the kernel could hand out without swapping).",
                 width=6,
             ),
@@ -94,7 +83,7 @@ def _memory_network_row() -> Row:
                         "{{host}} {{device}} out",
                     ),
                 ),
-                BYTES_PER_SECOND,
+                Unit.BYTES_PER_SECOND,
                 "Bytes per second per interface; loopback carries the whole lab on a single machine.",
                 width=6,
             ),
@@ -106,7 +95,7 @@ def _memory_network_row() -> Row:
                         "{{host}} {{device}}",
                     ),
                 ),
-                OPS_PER_SECOND,
+                Unit.OPS_PER_SECOND,
                 "Receive plus transmit errors per second; anything above zero deserves a look.",
                 width=6,
             ),
@@ -118,7 +107,7 @@ def _memory_network_row() -> Row:
                         "{{host}}",
                     ),
                 ),
-                OPS_PER_SECOND,
+                Unit.OPS_PER_SECOND,
                 "Context switches per second; a jump with flat throughput means contention.",
                 width=6,
             ),
@@ -126,48 +115,47 @@ def _memory_network_row() -> Row:
     )
 
 
+def _summed_per_group(metric: str) -> str:
+    """A process metric of all the processes of each group together."""
+    return f"sum by (host, group) ({metric}{{{H}}})"
+
+
 def _process_row() -> Row:
-    group = f"{{{H}}}"
     return Row(
         "Process groups",
         (
             Panel(
                 "CPU per process group",
                 (Target(q.process_cpu(), "{{host}} {{group}}"),),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "All processes of a group together; 100% = one full core.",
                 width=12,
             ),
             Panel(
                 "Resident memory per process group",
-                (
-                    Target(
-                        f"sum by (host, group) (loadlab_process_resident_memory_bytes{group})",
-                        "{{host}} {{group}}",
-                    ),
-                ),
-                BYTES,
+                (Target(_summed_per_group("loadlab_process_resident_memory_bytes"), "{{host}} {{group}}"),),
+                Unit.BYTES,
                 "RSS of all processes in the group.",
                 width=12,
             ),
             Panel(
                 "Open file descriptors per process group",
-                (Target(f"sum by (host, group) (loadlab_process_open_fds{group})", "{{host}} {{group}}"),),
-                SHORT,
+                (Target(_summed_per_group("loadlab_process_open_fds"), "{{host}} {{group}}"),),
+                Unit.SHORT,
                 "Every socket is a descriptor: a group near its ulimit refuses connections.",
                 width=8,
             ),
             Panel(
                 "Threads per process group",
-                (Target(f"sum by (host, group) (loadlab_process_threads{group})", "{{host}} {{group}}"),),
-                SHORT,
+                (Target(_summed_per_group("loadlab_process_threads"), "{{host}} {{group}}"),),
+                Unit.SHORT,
                 "Threads of all processes in the group.",
                 width=8,
             ),
             Panel(
                 "Processes per group",
                 (Target(q.processes(), "{{host}} {{group}}"),),
-                SHORT,
+                Unit.SHORT,
                 "A group dropping to zero is a crashed service.",
                 width=8,
                 decimals=0,
@@ -183,7 +171,7 @@ def _exporter_row() -> Row:
             Panel(
                 "Sources up",
                 (Target(f"max by (host, __name__) ({q.sources_up()})", "{{host}} {{__name__}}"),),
-                SHORT,
+                Unit.SHORT,
                 "1 when the exporter could read the source at the last scrape, 0 when it failed.",
                 width=12,
                 stepped=True,
@@ -198,7 +186,7 @@ def _exporter_row() -> Row:
                         "{{host}} {{collector}}",
                     ),
                 ),
-                SECONDS,
+                Unit.SECONDS,
                 "Time each collector took at the last scrape; near the scrape interval it misses samples.",
                 width=12,
             ),

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
-from loadlab.dashboards.builder import (
-    PERCENT_UNIT,
-    REQUESTS_PER_SECOND,
-    SECONDS,
-    SHORT,
-    Dashboard,
-    Panel,
-    Row,
-    Target,
-)
+from loadlab.dashboards.builder import Dashboard, Panel, Row, Target, Unit
 
 UID = "loadlab-load-saturation"
 H = q.HOST
@@ -56,7 +47,7 @@ def _open_row() -> Row:
                     Target(q.arrivals_per_second("done"), "done"),
                     Target(q.arrivals_per_second("late"), "late"),
                 ),
-                REQUESTS_PER_SECOND,
+                Unit.REQUESTS_PER_SECOND,
                 "The rate the open model holds (0 while users run the closed model), the task iterations "
                 "started and ended. Sent below intended: the generator is behind; done below sent: the "
                 "target is.",
@@ -65,7 +56,7 @@ def _open_row() -> Row:
             Panel(
                 "Backlog",
                 (Target(q.backlog(), "backlog"),),
-                SHORT,
+                Unit.SHORT,
                 "Arrivals due and not yet answered: waiting for a free user, or in flight. Growing: the "
                 "stack does not keep up with the rate.",
                 width=8,
@@ -77,7 +68,7 @@ def _open_row() -> Row:
                     Target(q.intended_latency_quantile(quantile), legend)
                     for quantile, legend in panels.QUANTILES
                 ),
-                SECONDS,
+                Unit.SECONDS,
                 "Each request's latency from when its arrival was due (send-to-answer plus how late it "
                 "started): a stall shows here even when few requests were sent during it. Without a rate "
                 "held, Locust's send-to-answer latency.",
@@ -87,48 +78,48 @@ def _open_row() -> Row:
     )
 
 
+def _group_cpu(title: str, roles: tuple[str, ...], description: str) -> Panel:
+    """The CPU of the process groups of these roles, stacked under each host's cores."""
+    return Panel(
+        title,
+        (Target(q.process_cpu(roles), "{{host}} {{group}}"), panels.cores()),
+        Unit.PERCENT,
+        description,
+        width=6,
+        stack=True,
+    )
+
+
 def _cpu_row() -> Row:
     return Row(
         "CPU: target, data stores, generator",
         (
-            Panel(
+            _group_cpu(
                 "Target CPU per process group",
-                (
-                    Target(q.process_cpu(q.TARGET_ROLES), "{{host}} {{group}}"),
-                    Target(q.host_cores(), "{{host}} cores", limit=True),
-                ),
-                PERCENT_UNIT,
+                q.TARGET_ROLES,
                 "CPU of the target's process groups (role target: nginx and the app instances, or your "
                 "service's), as the sweep's target_cpu counts them; 100% = one full core.",
-                width=6,
-                stack=True,
             ),
-            Panel(
+            _group_cpu(
                 "Data stores CPU per process group",
-                (
-                    Target(q.process_cpu(q.DATA_ROLES), "{{host}} {{group}}"),
-                    Target(q.host_cores(), "{{host}} cores", limit=True),
-                ),
-                PERCENT_UNIT,
+                q.DATA_ROLES,
                 "CPU of the data stores' process groups (role data: PostgreSQL, Redis), apart from the "
                 "target's; 100% = one full core.",
-                width=6,
-                stack=True,
             ),
             Panel(
                 "Generator CPU per Locust process",
                 (
                     Target(q.process_cpu(q.GENERATOR), "{{host}} {{group}}"),
-                    Target("vector(1)", "one core", limit=True),
+                    panels.one_core(),
                 ),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "A Locust process uses one core at most: near 100% the generator, not the target, limits.",
                 width=6,
             ),
             Panel(
                 "Host CPU busy",
                 (Target(q.host_cpu_busy(), "{{host}}"),),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Share of each host's CPU neither idle nor waiting for I/O, all cores together, as the "
                 "sweep's host CPU.",
                 width=6,
@@ -149,7 +140,7 @@ def _connections_row() -> Row:
                     Target(q.established("client"), "{{host}} opened (generators)"),
                     Target(q.users(), "users"),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Sockets the target accepted and the generators opened on $port. "
                 "Opened far below users means the client caps connections.",
                 width=12,
@@ -163,7 +154,7 @@ def _connections_row() -> Row:
                     ),
                     Target(q.postgres_max_connections(), "{{host}} max_connections", limit=True),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Backends by state against max_connections.",
                 width=12,
                 stack=True,
@@ -174,14 +165,14 @@ def _connections_row() -> Row:
                     Target(q.redis_clients(), "{{host}} connected"),
                     Target(f"sum by (host) (loadlab_redis_blocked_clients{{{H}}})", "{{host}} blocked"),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Connected and blocked Redis clients.",
                 width=12,
             ),
             Panel(
                 "nginx connections",
                 (Target(q.nginx_connections(), "{{host}} {{state}}"),),
-                SHORT,
+                Unit.SHORT,
                 "Active client connections at nginx (stub_status), and the idle keep-alive share.",
                 width=12,
             ),
@@ -202,7 +193,7 @@ def _app_row() -> Row:
                         "{{host}} {{instance}}",
                     ),
                 ),
-                REQUESTS_PER_SECOND,
+                Unit.REQUESTS_PER_SECOND,
                 "How nginx spread the load over the app instances.",
                 width=8,
             ),
@@ -215,7 +206,7 @@ def _app_row() -> Row:
                         "{{host}} {{instance}}",
                     ),
                 ),
-                SECONDS,
+                Unit.SECONDS,
                 "Server-side latency per instance; compare with Locust's p95 to see time spent in the queue.",
                 width=8,
             ),
@@ -229,7 +220,7 @@ def _app_row() -> Row:
                     ),
                     Target(q.db_pool_size(), "{{host}} {{instance}} pool size", limit=True),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Connections in use against the pool size, and requests queued for one: "
                 "a full pool with waiters is DB connection saturation.",
                 width=8,

@@ -9,25 +9,26 @@ from __future__ import annotations
 from typing import Any
 
 from loadlab.dashboards import queries as q
-from loadlab.dashboards.builder import (
-    PERCENT_UNIT,
-    REQUESTS_PER_SECOND,
-    SECONDS,
-    SHORT,
-    Dashboard,
-    Panel,
-    Row,
-    Target,
-)
+from loadlab.dashboards.builder import Dashboard, Panel, Row, Target, Unit
 
 # The response time quantiles every latency panel draws, with their legends.
 QUANTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
 
 
+def cores() -> Target:
+    """Each host's cores, the ceiling a CPU figure of 1.0 per core meets."""
+    return Target(q.host_cores(), "{{host}} cores", limit=True)
+
+
+def one_core() -> Target:
+    """The ceiling of one Python process (a Locust worker, an app instance): one full core."""
+    return Target("vector(1)", "one core", limit=True)
+
+
 def users(title: str, description: str, *, width: int) -> Panel:
     """Locust users over time, stepped: a sweep holds each count as a plateau."""
     return Panel(
-        title, (Target(q.users(), "users"),), SHORT, description, width=width, stepped=True, decimals=0
+        title, (Target(q.users(), "users"),), Unit.SHORT, description, width=width, stepped=True, decimals=0
     )
 
 
@@ -39,7 +40,7 @@ def requests_and_failures(title: str, description: str, *, width: int) -> Panel:
             Target(q.requests_per_second(), "requests/s"),
             Target(q.failures_per_second(), "failures/s"),
         ),
-        REQUESTS_PER_SECOND,
+        Unit.REQUESTS_PER_SECOND,
         description,
         width=width,
     )
@@ -48,7 +49,7 @@ def requests_and_failures(title: str, description: str, *, width: int) -> Panel:
 def response_time(title: str, description: str, *, width: int) -> Panel:
     """Client-side response time quantiles, as Locust saw them."""
     targets = tuple(Target(q.latency_quantile(quantile), legend) for quantile, legend in QUANTILES)
-    return Panel(title, targets, SECONDS, description, width=width)
+    return Panel(title, targets, Unit.SECONDS, description, width=width)
 
 
 def failure_ratio(title: str, description: str, *, width: int) -> Panel:
@@ -56,7 +57,7 @@ def failure_ratio(title: str, description: str, *, width: int) -> Panel:
     return Panel(
         title,
         (Target(q.failure_ratio(), "failed share"),),
-        PERCENT_UNIT,
+        Unit.PERCENT,
         description,
         width=width,
         max=1,

@@ -19,7 +19,7 @@ stores (PostgreSQL, Redis: role `data`) are a figure of their own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from loadlab.dashboards.builder import Variable, datasource_variable, query_variable, textbox_variable
 from loadlab.exporters.config import DATA, LOADGEN, TARGET
@@ -48,6 +48,29 @@ def _select(metric: str, *matchers: str) -> str:
     """`metric{a, b}` with the matchers that are not empty, or the bare metric name."""
     parts = [m for m in matchers if m]
     return f"{metric}{{{', '.join(parts)}}}" if parts else metric
+
+
+def _now_or(function: str, series: str, window: str | None) -> str:
+    """The series now, or `function` (max_over_time, avg_over_time) of it over the window."""
+    return series if window is None else f"{function}({series}[{window}])"
+
+
+def _per_host(aggregation: str, metric: str) -> Callable[..., str]:
+    """A query of one figure per host now: `aggregation` (sum, max) of the metric's series by host."""
+
+    def query(hosts: str = HOST) -> str:
+        return f"{aggregation} by (host) ({_select(metric, hosts)})"
+
+    return query
+
+
+def _peak(by: str, metric: str) -> Callable[..., str]:
+    """A query of a gauge's highest series per `by` labels: now, or at its peak in a window."""
+
+    def query(window: str | None = None, hosts: str = HOST) -> str:
+        return f"max by ({by}) ({_now_or('max_over_time', _select(metric, hosts), window)})"
+
+    return query
 
 
 def over_window(function: str, expr: str, window: str, step: str, *params: str | float) -> str:
@@ -168,20 +191,10 @@ def process_runnable(window: str, hosts: str = HOST) -> str:
     return f"sum by (host, group) (rate({runnable}[{window}]))"
 
 
-def processes(window: str | None = None, hosts: str = HOST) -> str:
-    """Processes in each group: now, or the most it had at once in the window."""
-    count = _select("loadlab_processes", hosts)
-    if window is None:
-        return f"max by (host, group) ({count})"
-    return f"max by (host, group) (max_over_time({count}[{window}]))"
-
-
-def fds_limit_ratio(window: str | None = None, hosts: str = HOST) -> str:
-    """The highest share of its own open-files limit one process of each group holds (peak in the window)."""
-    ratio = _select("loadlab_process_open_fds_limit_ratio", hosts)
-    if window is None:
-        return f"max by (host, group) ({ratio})"
-    return f"max by (host, group) (max_over_time({ratio}[{window}]))"
+# Processes in each group: now, or the most it had at once in the window.
+processes = _peak("host, group", "loadlab_processes")
+# The highest share of its own open-files limit one process of each group holds (peak in the window).
+fds_limit_ratio = _peak("host, group", "loadlab_process_open_fds_limit_ratio")
 
 
 def locust_worker_cpu(window: str, hosts: str = HOST) -> str:
@@ -200,22 +213,12 @@ def host_cpu_busy(window: str = RATE, hosts: str = HOST) -> str:
     return f"1 - sum by (host) (rate({idle}[{window}])) / sum by (host) (rate({cpu}[{window}]))"
 
 
-def host_cores(hosts: str = HOST) -> str:
-    return f"max by (host) ({_select('loadlab_host_cpus', hosts)})"
-
-
-def host_cpu_cgroup(hosts: str = HOST) -> str:
-    """1 where a host's CPU figures are its own cgroup's, 0 where they are the whole machine's."""
-    return f"max by (host) ({_select('loadlab_host_cpu_cgroup', hosts)})"
-
-
-def host_shared_machine(hosts: str = HOST) -> str:
-    """1 where a host shares its machine's cores with other lab hosts."""
-    return f"max by (host) ({_select('loadlab_host_shared_machine', hosts)})"
-
-
-def host_memory_total(hosts: str = HOST) -> str:
-    return f"max by (host) ({_select('loadlab_host_memory_total_bytes', hosts)})"
+host_cores = _per_host("max", "loadlab_host_cpus")
+# 1 where a host's CPU figures are its own cgroup's, 0 where they are the whole machine's.
+host_cpu_cgroup = _per_host("max", "loadlab_host_cpu_cgroup")
+# 1 where a host shares its machine's cores with other lab hosts.
+host_shared_machine = _per_host("max", "loadlab_host_shared_machine")
+host_memory_total = _per_host("max", "loadlab_host_memory_total_bytes")
 
 
 def host_memory_used(window: str | None = None, hosts: str = HOST) -> str:
@@ -238,16 +241,10 @@ def established(role: str, by: str = "host", hosts: str = HOST, port: str = "$po
     return f"sum{grouping}({sockets})"
 
 
-def ephemeral_ports_used(window: str | None = None, hosts: str = HOST) -> str:
-    """Share of each host's ephemeral port range in use, now or at its peak in the window."""
-    used = _select("loadlab_tcp_ephemeral_ports_used_ratio", hosts)
-    return f"max by (host) ({used if window is None else f'max_over_time({used}[{window}])'})"
-
-
-def time_wait(window: str | None = None, hosts: str = HOST) -> str:
-    """Sockets in TIME_WAIT on each host, every port, now or at the peak in the window."""
-    waiting = _select("loadlab_tcp_time_wait_sockets", hosts)
-    return f"max by (host) ({waiting if window is None else f'max_over_time({waiting}[{window}])'})"
+# Share of each host's ephemeral port range in use, now or at its peak in the window.
+ephemeral_ports_used = _peak("host", "loadlab_tcp_ephemeral_ports_used_ratio")
+# Sockets in TIME_WAIT on each host, every port, now or at the peak in the window.
+time_wait = _peak("host", "loadlab_tcp_time_wait_sockets")
 
 
 def listen_overflows(window: str, hosts: str = HOST) -> str:
@@ -259,20 +256,10 @@ def listen_overflows(window: str, hosts: str = HOST) -> str:
 # -- connections ---------------------------------------------------------------------------------------------
 
 
-def postgres_connections(hosts: str = HOST) -> str:
-    return f"sum by (host) ({_select('loadlab_postgres_connections', hosts)})"
-
-
-def postgres_max_connections(hosts: str = HOST) -> str:
-    return f"max by (host) ({_select('loadlab_postgres_max_connections', hosts)})"
-
-
-def redis_clients(hosts: str = HOST) -> str:
-    return f"sum by (host) ({_select('loadlab_redis_connected_clients', hosts)})"
-
-
-def redis_maxclients(hosts: str = HOST) -> str:
-    return f"max by (host) ({_select('loadlab_redis_maxclients', hosts)})"
+postgres_connections = _per_host("sum", "loadlab_postgres_connections")
+postgres_max_connections = _per_host("max", "loadlab_postgres_max_connections")
+redis_clients = _per_host("sum", "loadlab_redis_connected_clients")
+redis_maxclients = _per_host("max", "loadlab_redis_maxclients")
 
 
 def nginx_connections(states: Sequence[str] = ("active", "waiting"), hosts: str = HOST) -> str:
@@ -285,13 +272,13 @@ def nginx_connections(states: Sequence[str] = ("active", "waiting"), hosts: str 
 def db_pool_in_use(window: str | None = None, hosts: str = HOST, instances: str = INSTANCE) -> str:
     """Each app instance's DB pool connections in use, now or as a mean over the window."""
     in_use = _select("loadlab_app_db_pool_connections", hosts, instances, 'state="in_use"')
-    return f"sum by (host, instance) ({in_use if window is None else f'avg_over_time({in_use}[{window}])'})"
+    return f"sum by (host, instance) ({_now_or('avg_over_time', in_use, window)})"
 
 
 def db_pool_size(window: str | None = None, hosts: str = HOST, instances: str = INSTANCE) -> str:
     """Each app instance's DB pool size, now or the largest in the window."""
     size = _select("loadlab_app_db_pool_size", hosts, instances)
-    return f"max by (host, instance) ({size if window is None else f'max_over_time({size}[{window}])'})"
+    return f"max by (host, instance) ({_now_or('max_over_time', size, window)})"
 
 
 # -- what was down -------------------------------------------------------------------------------------------

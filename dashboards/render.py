@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # drawn with Agg, no pyplot state: safe to
 from matplotlib.ticker import FuncFormatter
 
 from loadlab.dashboards import load
+from loadlab.dashboards.builder import Unit
 from loadlab.errors import UserError
 
 SERIES_KEY = "loadlab:series"  # PNG text chunk: how many series the panel drew (0 = "no data")
@@ -163,13 +164,13 @@ def _time(value: float) -> str:
 
 
 FORMATTERS: dict[str, Callable[[float], str]] = {
-    "short": _si,
-    "percentunit": lambda v: f"{v * 100:.3g}%",
-    "s": _time,
-    "bytes": _binary,
-    "Bps": lambda v: _binary(v, "/s"),
-    "reqps": lambda v: _si(v, " req/s"),
-    "ops": lambda v: _si(v, " ops/s"),
+    Unit.SHORT: _si,
+    Unit.PERCENT: lambda v: f"{v * 100:.3g}%",
+    Unit.SECONDS: _time,
+    Unit.BYTES: _binary,
+    Unit.BYTES_PER_SECOND: lambda v: _binary(v, "/s"),
+    Unit.REQUESTS_PER_SECOND: lambda v: _si(v, " req/s"),
+    Unit.OPS_PER_SECOND: lambda v: _si(v, " ops/s"),
 }
 
 
@@ -346,7 +347,7 @@ def render_panels(
     written: list[Path] = []
     try:
         for panel in _panels(model):
-            unit = panel["fieldConfig"]["defaults"].get("unit", "short")
+            unit = panel["fieldConfig"]["defaults"].get("unit", Unit.SHORT)
             fig = Figure(figsize=(11, 3.6), dpi=100, layout="constrained")
             ax = fig.subplots()
             if panel["type"] == "timeseries":

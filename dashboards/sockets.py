@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
-from loadlab.dashboards.builder import PERCENT_UNIT, SHORT, Dashboard, Panel, Row, Target
+from loadlab.dashboards.builder import Dashboard, Panel, Row, Target, Unit
 
 UID = "loadlab-sockets"
 H = q.HOST
@@ -23,7 +23,7 @@ def _role_row(role: str, title: str, side: str) -> Row:
                         "{{host}} :{{port}} {{state}}",
                     ),
                 ),
-                SHORT,
+                Unit.SHORT,
                 f"Every TCP state but established and listen, per port, role {role}; states at zero are left "
                 "out. Piles of syn_* or close_wait show who is stuck.",
                 width=12,
@@ -35,7 +35,7 @@ def _role_row(role: str, title: str, side: str) -> Row:
                         f'sum by (host, port) ({sockets}, state="established"}}) > 0', "{{host}} :{{port}}"
                     ),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Open connections per port. Ports the exporter does not list are folded into 'other'.",
                 width=12,
             ),
@@ -56,7 +56,7 @@ def _time_wait_row() -> Row:
                         "{{host}} :{{port}} {{role}}",
                     ),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Closed connections waiting out 2*MSL, holding ports on the side that closed first.",
                 width=8,
             ),
@@ -66,7 +66,7 @@ def _time_wait_row() -> Row:
                     Target(q.ephemeral_ports_used(), "{{host}}"),
                     Target("vector(1)", "exhausted", limit=True),
                 ),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Share of net.ipv4.ip_local_port_range in use; at 100% new outgoing connections fail.",
                 width=8,
                 max=1,
@@ -79,7 +79,7 @@ def _time_wait_row() -> Row:
                         "{{host}} {{protocol}} {{kind}}",
                     ),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "From /proc/net/sockstat: the whole host, every port and protocol.",
                 width=8,
             ),

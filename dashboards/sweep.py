@@ -8,20 +8,13 @@ from __future__ import annotations
 
 from loadlab.dashboards import panels
 from loadlab.dashboards import queries as q
-from loadlab.dashboards.builder import (
-    PERCENT_UNIT,
-    REQUESTS_PER_SECOND,
-    SECONDS,
-    SHORT,
-    Dashboard,
-    Panel,
-    Row,
-    Target,
-)
+from loadlab.dashboards.builder import Dashboard, Panel, Row, Target, Unit
 
 UID = "loadlab-sweep"
 W = q.RANGE
 STEP = "$__interval"
+# Each of panels.QUANTILES in words.
+QUANTILE_WORDS = {"p50": "Median", "p95": "95th percentile", "p99": "99th percentile"}
 
 
 def _stat(
@@ -42,44 +35,35 @@ def _step_figures_row() -> Row:
             _stat(
                 "Users",
                 Target(f"max(max_over_time(loadlab_locust_users{{{q.HOST}}}[{W}]))", "users"),
-                SHORT,
+                Unit.SHORT,
                 "Most users during the selected range.",
                 decimals=0,
             ),
             _stat(
                 "Requests/s",
                 Target(q.requests_per_second(W), "rps"),
-                REQUESTS_PER_SECOND,
+                Unit.REQUESTS_PER_SECOND,
                 "Mean throughput over the range.",
             ),
-            _stat(
-                "p50",
-                Target(q.latency_quantile(0.5, W), "p50"),
-                SECONDS,
-                "Median response time over the range.",
-            ),
-            _stat(
-                "p95",
-                Target(q.latency_quantile(0.95, W), "p95"),
-                SECONDS,
-                "95th percentile response time over the range.",
-            ),
-            _stat(
-                "p99",
-                Target(q.latency_quantile(0.99, W), "p99"),
-                SECONDS,
-                "99th percentile response time over the range.",
+            *(
+                _stat(
+                    legend,
+                    Target(q.latency_quantile(quantile, W), legend),
+                    Unit.SECONDS,
+                    f"{QUANTILE_WORDS[legend]} response time over the range.",
+                )
+                for quantile, legend in panels.QUANTILES
             ),
             _stat(
                 "Failure ratio",
                 Target(q.failure_ratio(W), "failed"),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Failed share of requests over the range.",
             ),
             _stat(
                 "Client sockets (median)",
                 Target(client_sockets, "client sockets"),
-                SHORT,
+                Unit.SHORT,
                 "Median established sockets from the generators to $port, as the sweep's client_sockets.",
                 width=5,
                 decimals=0,
@@ -87,14 +71,14 @@ def _step_figures_row() -> Row:
             _stat(
                 "Busiest Locust process CPU",
                 Target(q.busiest_locust_process(W), "generator"),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Mean CPU of the busiest Locust process; near 100% the generator limits the step.",
                 width=5,
             ),
             _stat(
                 "Target CPU",
                 Target(q.target_cpu(W), "target"),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Mean CPU of the target's processes (nginx and the app instances, or your service's), as the "
                 "sweep's target_cpu; 100% = one full core.",
                 width=5,
@@ -102,14 +86,14 @@ def _step_figures_row() -> Row:
             _stat(
                 "Data stores CPU",
                 Target(q.data_cpu(W), "data stores"),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Mean CPU of the data stores' processes (PostgreSQL, Redis), apart from the target's.",
                 width=5,
             ),
             _stat(
                 "PostgreSQL connections (max)",
                 Target(postgres_connections, "connections"),
-                SHORT,
+                Unit.SHORT,
                 "Most PostgreSQL backends during the range.",
                 width=4,
                 decimals=0,
@@ -143,7 +127,7 @@ def _steps_row() -> Row:
                     Target(q.established("server", by=""), "server sockets"),
                     Target(q.users(), "users"),
                 ),
-                SHORT,
+                Unit.SHORT,
                 "Sockets the generators hold open to $port (all loadgen hosts) and those accepted on $port; "
                 "far below users means connections are capped, a gap between them that connections are lost "
                 "on the way.",
@@ -155,9 +139,9 @@ def _steps_row() -> Row:
                     Target(q.busiest_locust_process(), "busiest Locust process"),
                     Target(q.target_cpu(), "target (nginx, app)"),
                     Target(q.data_cpu(), "data stores"),
-                    Target("vector(1)", "one core", limit=True),
+                    panels.one_core(),
                 ),
-                PERCENT_UNIT,
+                Unit.PERCENT,
                 "Which side runs out of CPU first: the busiest Locust process, the target's processes "
                 "together (the sweep's target_cpu) and the data stores' apart; 100% = one full core.",
                 width=12,

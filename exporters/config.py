@@ -22,6 +22,7 @@ shared_machine: true   # this host shares its machine's cores with other lab hos
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,22 +33,14 @@ import yaml
 
 from loadlab.errors import UserError
 from loadlab.inputs import finite_number, parse_url, read_text
+from loadlab.knobs import knob
+from loadlab.process_groups import LAB_GROUPS, lab_process_groups
 
-# The lab's defaults (inventory/group_vars/all.yml): what runs here when no file says otherwise.
-DEFAULT_LISTEN = "127.0.0.1:9465"
-# nginx, three app instances, postgres, redis, locust master, locust plugin metrics
-DEFAULT_PORTS = (8080, 8001, 8002, 8003, 5433, 6380, 5557, 9466)
-DEFAULT_PROCESS_GROUPS = {
-    "nginx": r"^nginx: ",
-    "app-8001": r"loadlab\.app .*--port 8001\b",
-    "app-8002": r"loadlab\.app .*--port 8002\b",
-    "app-8003": r"loadlab\.app .*--port 8003\b",
-    "postgres": r"^postgres(: |\s|$)|/postgres\s",
-    "redis": r"^redis-server\b|/redis-server\s",
-    "locust-master": r"\blocust\b.*--master\b",
-    "locust-worker": r"\blocust\b.*--worker\b",
-    "prometheus": r"^/usr/bin/prometheus\s",
-}
+# Where no file or flag says otherwise, the exporter listens, counts ports and names process groups as on a
+# one-host lab (inventory/local.yml) with the knobs of inventory/group_vars/all.yml (loadlab.knobs):
+# default_listen(), default_ports(), default_process_groups(), also as DEFAULT_LISTEN, DEFAULT_PORTS and
+# DEFAULT_PROCESS_GROUPS. They are read only when asked for: where the project was installed from a wheel
+# (the lab's remote hosts) the knobs are not there, and the exporter role's config gives all three.
 DEFAULT_TIMEOUT = 2.0
 
 # What a process group is in the lab: what load is aimed at (the target), its data stores, the load generator,
@@ -79,10 +72,10 @@ _SECTIONS = {"postgres": "dsn", "redis": "url", "nginx": "status_url"}
 class ExporterConfig:
     """What the exporter reads and where it listens; a missing source section leaves that collector off."""
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 9465
-    ports: tuple[int, ...] = DEFAULT_PORTS
-    process_groups: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PROCESS_GROUPS))
+    listen_host: str
+    listen_port: int
+    ports: tuple[int, ...]
+    process_groups: Mapping[str, str]
     # group -> role, for every group in process_groups (one the mapping leaves out gets role_of its name)
     process_roles: Mapping[str, str] = field(default_factory=dict)
     postgres_dsn: str | None = None
@@ -101,6 +94,56 @@ class ExporterConfig:
         """HOST:PORT as a user writes it."""
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"{host}:{self.listen_port}"
+
+
+def _knob(name: str) -> Any:
+    try:
+        return knob(name)
+    except UserError as exc:
+        raise UserError(f"{exc}; give listen, ports and process_groups in the exporter's config") from None
+
+
+def default_listen() -> str:
+    """The exporter of a one-host lab: loopback, exporter_port."""
+    return f"127.0.0.1:{_knob('exporter_port')}"
+
+
+def default_ports() -> tuple[int, ...]:
+    """The one-host lab's nginx, app instances, PostgreSQL, Redis, Locust master and its plugin's metrics."""
+    base = int(_knob("app_base_port"))
+    apps = range(base, base + int(_knob("app_instances")))
+    names = ("postgres_port", "redis_port", "locust_master_port", "locust_metrics_port")
+    return (int(_knob("nginx_port")), *apps, *(int(_knob(name)) for name in names))
+
+
+def default_process_groups() -> dict[str, str]:
+    """The process groups of a one-host lab (every lab group on this machine), one Locust worker per core as
+    locust_workers defaults to."""
+    etc = str(_knob("loadlab_etc_dir"))
+    base = int(_knob("app_base_port"))
+    return lab_process_groups(
+        LAB_GROUPS,
+        first_loadgen=True,
+        etc_dir=etc,
+        app_ports=range(base, base + int(_knob("app_instances"))),
+        app_command=str(_knob("app_command")),
+        lab_address="127.0.0.1",
+        redis_port=_knob("redis_port"),
+        locust_workers=os.cpu_count() or 1,
+        exporter_config=f"{etc}/exporter.yml",
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """DEFAULT_LISTEN, DEFAULT_PORTS and DEFAULT_PROCESS_GROUPS, from the lab's knobs when first asked for."""
+    defaults = {
+        "DEFAULT_LISTEN": default_listen,
+        "DEFAULT_PORTS": default_ports,
+        "DEFAULT_PROCESS_GROUPS": default_process_groups,
+    }
+    if name not in defaults:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return defaults[name]()
 
 
 def role_of(group: str) -> str:
@@ -269,16 +312,21 @@ def load_config(
     def at(key: str) -> str:
         return f"{where}: {key}"
 
-    host, port = parse_listen(data.get("listen", DEFAULT_LISTEN), at("listen"))
+    # The file's values are checked even where a flag replaces them; the lab's defaults are read only where
+    # neither says.
+    address = parse_listen(data["listen"], at("listen")) if "listen" in data else None
     if listen is not None:
-        host, port = parse_listen(listen, "--listen")
-    port_list = parse_ports(data["ports"], at("ports")) if "ports" in data else DEFAULT_PORTS
+        address = parse_listen(listen, "--listen")
+    host, port = address or parse_listen(default_listen(), "the lab's exporter_port")
+    port_list = parse_ports(data["ports"], at("ports")) if "ports" in data else None
     if ports is not None:
         port_list = parse_ports(ports, "--ports")
+    if port_list is None:
+        port_list = default_ports()
     groups, roles = (
         parse_process_groups(data["process_groups"], at("process_groups"))
         if "process_groups" in data
-        else (dict(DEFAULT_PROCESS_GROUPS), {})
+        else (default_process_groups(), {})
     )
     flag_groups, flag_roles = parse_group_flags(process_groups)
     groups.update(flag_groups)

@@ -55,7 +55,7 @@ def cases(lab: Lab) -> list[Case]:
     """The cases, sized from the inventory: pools, instances."""
     app_hosts = lab.group("app")
     instances = sum(len(h.app_ports()) for h in app_hosts) or 1
-    pool = int(app_hosts[0].var("app_db_pool_size") or 5) if app_hosts else 5
+    pool = (app_hosts[0] if app_hosts else next(iter(lab.hosts.values()))).int_var("app_db_pool_size")
     return [
         Case(
             "db_pool",

@@ -239,7 +239,7 @@ def _collect(remote: _Guarded, folder: Path, span: Span, offset: float, entry: d
 
 def _collect_logs(remote: _Guarded, folder: Path, span: Span, offset: float, entry: dict[str, Any]) -> None:
     """Each lab log touched during the run, cut to the run's span (host clock = this clock + offset)."""
-    log_dir = str(remote.host.var("loadlab_log_dir") or "/var/log/loadlab")
+    log_dir = str(remote.host.var("loadlab_log_dir"))
     listing = remote.run(
         f"find {shlex.quote(log_dir)} -maxdepth 1 -type f -name '*.log' -printf '%T@ %s %f\\n'", timeout=15
     )

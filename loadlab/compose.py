@@ -39,7 +39,9 @@ import yaml
 from jinja2.runtime import Context
 
 from loadlab.errors import UserError
-from loadlab.lab import GROUPS, STACK_GROUPS, Host, Lab, _is_template, project_dir
+from loadlab.knobs import is_template
+from loadlab.lab import GROUPS, STACK_GROUPS, Host, Lab, project_dir
+from loadlab.process_groups import lab_process_groups
 
 DEFAULT_INVENTORY = Path("inventory/compose.yml")
 COMPOSE_FILE = "compose.yml"
@@ -165,7 +167,7 @@ class _Resolver:
         self.resolving.add(key)
         try:
             value = self.lazy[key]
-            if _is_template(value):
+            if is_template(value):
                 value = self.native.from_string(value).render(self.context())
                 if isinstance(value, str) and value[:1] in ("[", "{"):
                     value = ast.literal_eval(value)
@@ -245,7 +247,7 @@ def _role_variables(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     lazy: dict[str, Any] = {}
     for role in _ROLES:
         for name, value in _read_yaml(_roles_dir(root) / role / "defaults" / "main.yml").items():
-            (lazy if _is_template(value) else plain)[name] = value
+            (lazy if is_template(value) else plain)[name] = value
     for role in _ROLES:  # role vars win over defaults, as in Ansible
         for name, value in _read_yaml(_roles_dir(root) / role / "vars" / "main.yml").items():
             lazy[name] = value
@@ -285,7 +287,7 @@ def twin_host(lab: Lab) -> Host:
         ("app_source", "runs the lab's demo app only"),
         ("locust_locustfiles_dir", "runs the locustfiles built into the project image (locustfiles/)"),
     ):
-        if host.vars.get(knob) and not _is_template(host.vars.get(knob)):
+        if host.vars.get(knob) and not is_template(host.vars.get(knob)):
             raise UserError(f"inventory {lab.inventory}: {knob} is set; the Compose twin {why}")
     return host
 
@@ -300,7 +302,7 @@ def resolve_knobs(lab: Lab, root: Path) -> Knobs:
     for name, value in host.vars.items():
         if name.startswith("ansible_"):
             continue
-        if _is_template(value):
+        if is_template(value):
             if name not in values:
                 lazy.setdefault(name, value)
             continue
@@ -666,11 +668,22 @@ def exporter_config(templates: Templates, postgres_monitor: str, redis: str) -> 
     """The exporter's config (exporter.yml.j2, with the role's own process groups and ports): on the host's
     network it reaches PostgreSQL, Redis and stub_status at their published ports on 127.0.0.1."""
     passwords = {"postgres_monitor_password": postgres_monitor, "redis_password": redis}
-    groups = dict(templates.value("_exporter_lab_groups", **passwords))
-    # The image's entrypoint starts the postmaster as `postgres --config-file=...` (no /bin/ path before
-    # it); its children carry the cluster name as in the lab.
-    etc = re.escape(CONTAINER_LAYOUT["loadlab_etc_dir"])
-    groups["postgres"] = rf"^(\S*postgres --config-file={etc}/|postgres: loadlab: )"
+    k = templates.knobs
+    etc = CONTAINER_LAYOUT["loadlab_etc_dir"]
+    groups = lab_process_groups(
+        (*STACK_GROUPS, "loadgen", "monitor"),
+        first_loadgen=True,
+        etc_dir=etc,
+        app_ports=range(k.int("app_base_port"), k.int("app_base_port") + k.int("app_instances")),
+        app_command="",  # the twin runs the demo app (twin_host)
+        lab_address=HOST_NET,
+        redis_port=k.int("redis_port"),
+        locust_workers=k.int("locust_workers"),
+        exporter_config=f"{etc}/exporter.yml",
+        # The image's entrypoint starts the postmaster as `postgres --config-file=...` (no /bin/ path
+        # before it); its children carry the cluster name as in the lab.
+        postgres_program=r"\S*postgres",
+    )
     return templates.render("exporter", "exporter.yml.j2", _exporter_lab_groups=groups, **passwords)
 
 

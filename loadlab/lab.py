@@ -1,8 +1,10 @@
 """The lab as its Ansible inventory describes it: hosts per group, their knobs, every service and its address.
 
 The inventory is read with `ansible-inventory --list`, so what `loadlab` sees is exactly what the playbooks
-see, group_vars included. Values that are Jinja templates (`locust_workers: "{{ ansible_facts... }}"`) need
-facts only a playbook run has; they read as unknown here and fall back to the documented defaults.
+see, group_vars included. A value that is a Jinja template over other knobs is rendered from them; one that
+needs facts only a playbook run has (`locust_workers: "{{ ansible_facts... }}"`) reads as unknown here. A knob
+the inventory leaves unset (one kept outside inventory/, where group_vars/ does not apply) reads as
+inventory/group_vars/all.yml sets it (loadlab.knobs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 
 from loadlab.errors import UserError
 from loadlab.inputs import parse_url, target_port
+from loadlab.knobs import is_template, lab_knobs, render
 
 GROUPS = ("lb", "app", "postgres", "redis", "loadgen", "monitor", "external")
 """Every group a lab inventory may have (inventory/local.yml, inventory/multihost.example.yml,
@@ -31,40 +34,12 @@ hosts the lab runs only its exporter on, the URL load goes to in `external_targe
 
 DEFAULT_INVENTORY = Path("inventory/local.yml")
 
-DEFAULTS: dict[str, Any] = {
-    "loadlab_etc_dir": "/etc/loadlab",
-    "loadlab_run_dir": "/run/loadlab",
-    "nginx_port": 8080,
-    "nginx_status_port": 8088,
-    "app_instances": 3,
-    "app_base_port": 8001,
-    "app_command": "",
-    "app_health_path": "/health",
-    "postgres_port": 5433,
-    "postgres_db": "loadlab",
-    "postgres_app_user": "loadlab",
-    "postgres_monitor_user": "loadlab_monitor",
-    "redis_port": 6380,
-    "locust_master_port": 5557,
-    "locust_web_port": 8089,
-    "locust_metrics_port": 9466,
-    "exporter_port": 9465,
-    "prometheus_port": 9490,
-    "prometheus_scrape_interval": "5s",
-    "grafana_port": 3000,
-}
-"""The knobs' defaults from inventory/group_vars/all.yml, for values the inventory leaves unset."""
-
 
 def _knob_range(name: str) -> tuple[int, int, str]:
     """The values a numeric knob may take: ports are TCP ports, counts are small positive numbers."""
     if name.endswith("_port"):
         return 1, 65535, "a TCP port"
     return 0, 1024, "a count"
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 @dataclass(frozen=True)
@@ -75,6 +50,8 @@ class Host:
     address: str
     groups: frozenset[str]
     vars: Mapping[str, Any] = field(repr=False)
+    # What inventory/group_vars/all.yml sets, for a knob `vars` lacks (an inventory outside inventory/).
+    knobs: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def local(self) -> bool:
@@ -82,15 +59,24 @@ class Host:
         return self.vars.get("ansible_connection") == "local"
 
     def var(self, name: str, default: Any = None) -> Any:
-        """A knob's value; a Jinja template (known only during a playbook run) reads as the default."""
+        """A knob's value (a template over other knobs rendered from them); unset, or known only during a
+        playbook run (a fact, a lookup), it reads as `default`, else as group_vars/all.yml sets it."""
         value = self.vars.get(name)
-        if value is None or _is_template(value):
-            return default if default is not None else DEFAULTS.get(name)
+        if is_template(value):
+            known = {k: v for k, v in self.vars.items() if not is_template(v)}
+            value = render(value, {**self.knobs, **known})
+        if value is None:
+            return default if default is not None else self.knobs.get(name)
         return value
 
     def int_var(self, name: str) -> int:
         """A numeric knob; a value that is not a number, or out of its range, is the inventory's mistake."""
         value = self.var(name)
+        if value is None:
+            raise UserError(
+                f"inventory: {self.name}: {name} is not set: the lab's knobs are in inventory/group_vars/"
+                "all.yml, which applies to inventories in the project's inventory/ folder"
+            )
         low, high, what = _knob_range(name)
         try:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -105,7 +91,7 @@ class Host:
     def int_or_none(self, name: str) -> int | None:
         """A numeric knob, or None where it is a template only a playbook run resolves."""
         value = self.vars.get(name)
-        if isinstance(value, bool) or _is_template(value) or value is None:
+        if isinstance(value, bool) or is_template(value) or value is None:
             return None
         try:
             return int(value)
@@ -177,12 +163,13 @@ class Lab:
             for name in names:
                 member_of.setdefault(name, set()).add(group)
         hosts: dict[str, Host] = {}
+        knobs = lab_knobs(project_dir(inventory))
         for name in _members(data, "all") or list(hostvars):
             hv = hostvars.get(name, {})
             address = hv.get("lab_address")
-            if not address or _is_template(address):
+            if not address or is_template(address):
                 raise UserError(f"inventory {inventory}: host {name} has no lab_address")
-            hosts[name] = Host(name, str(address), frozenset(member_of.get(name, ())), dict(hv))
+            hosts[name] = Host(name, str(address), frozenset(member_of.get(name, ())), dict(hv), knobs)
         lab = cls(inventory=inventory, hosts=hosts, groups=groups)
         try:
             _ = lab.external_target_url  # named once, a URL with a valid port
@@ -223,7 +210,7 @@ class Lab:
         named = {
             str(h.vars["external_target_url"]).rstrip("/")
             for h in self.group("external")
-            if h.vars.get("external_target_url") and not _is_template(h.vars["external_target_url"])
+            if h.vars.get("external_target_url") and not is_template(h.vars["external_target_url"])
         }
         if not named:
             if self.group("external"):
@@ -270,7 +257,7 @@ class Lab:
     def secrets_dir(self) -> Path:
         """secrets/ beside the inventory folder, where the playbooks generate the lab's passwords."""
         configured = next(iter(self.hosts.values())).vars.get("loadlab_secrets_dir")
-        if configured and not _is_template(configured):
+        if configured and not is_template(configured):
             return Path(configured)
         return self.inventory.resolve().parent.parent / "secrets"
 
@@ -279,7 +266,7 @@ class Lab:
         """The Compose twin's compose.yml where the inventory describes the twin (`loadlab_compose_file`,
         relative to the project folder: inventory/compose.yml), else None."""
         value = next(iter(self.hosts.values())).vars.get("loadlab_compose_file")
-        if not value or _is_template(value):
+        if not value or is_template(value):
             return None
         path = Path(str(value))
         return path if path.is_absolute() else self.inventory.resolve().parent.parent / path

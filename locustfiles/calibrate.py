@@ -17,48 +17,46 @@ CPU_MS = 20
 """CPU burnt per request by /cpu: back-to-back requests keep one app instance's core busy."""
 
 
-class PoolHoldUser(LabUser):
+class OnePathUser(LabUser):
+    """Requests `path` back to back (after `wait_time`), each a success only when it answers 200."""
+
+    abstract = True
+    wait_time = constant(0)
+    path = "/"
+    request_name = "/"
+
+    @task
+    def request(self) -> None:
+        with self.client.get(self.path, name=self.request_name, catch_response=True) as r:
+            expect(r, 200)
+
+
+class PoolHoldUser(OnePathUser):
     """Every request holds one of the app's DB pool connections for POOL_HOLD_MS."""
 
-    wait_time = constant(0)
-
-    @task
-    def hold(self) -> None:
-        with self.client.get(f"/db/sleep?ms={POOL_HOLD_MS}", name="/db/sleep", catch_response=True) as r:
-            expect(r, 200)
+    path = f"/db/sleep?ms={POOL_HOLD_MS}"
+    request_name = "/db/sleep"
 
 
-class CpuUser(LabUser):
+class CpuUser(OnePathUser):
     """Every request burns CPU_MS of the instance's one core."""
 
-    wait_time = constant(0)
-
-    @task
-    def burn(self) -> None:
-        with self.client.get(f"/cpu?ms={CPU_MS}", name="/cpu", catch_response=True) as r:
-            expect(r, 200)
+    path = f"/cpu?ms={CPU_MS}"
+    request_name = "/cpu"
 
 
-class LbPingUser(LabUser):
+class LbPingUser(OnePathUser):
     """nginx answers by itself: the Locust worker, not the stack, is the slowest part."""
 
-    wait_time = constant(0)
-
-    @task
-    def ping(self) -> None:
-        with self.client.get("/lb-ping", name="/lb-ping", catch_response=True) as r:
-            expect(r, 200)
+    path = request_name = "/lb-ping"
 
 
-class SteadyDbUser(LabUser):
+class SteadyDbUser(OnePathUser):
     """A light, steady load that needs PostgreSQL on every request: when it stops, requests fail."""
 
     wait_time = constant(0.05)
-
-    @task
-    def query(self) -> None:
-        with self.client.get("/db/sleep?ms=5", name="/db/sleep", catch_response=True) as r:
-            expect(r, 200)
+    path = "/db/sleep?ms=5"
+    request_name = "/db/sleep"
 
 
 class SharedPoolUser(FastHttpUser):

@@ -11,28 +11,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from loadlab.knobs import lab_knobs
 from loadlab.lab import Lab
+from loadlab.process_groups import lab_process_pattern, lab_process_patterns
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-SUPERVISORCTL = ["supervisorctl", "-c", "/etc/loadlab/supervisord.conf"]
+KNOBS = lab_knobs()  # inventory/group_vars/all.yml: the lab on this machine and on the test hosts
+SUPERVISORCTL = ["supervisorctl", "-c", KNOBS["loadlab_supervisor_conf"]]
 
-# Full command lines of lab processes on this machine (the default knobs), for pgrep -f.
-LAB_PROCESS_PATTERN = "|".join(
-    [
-        r"supervisord .*/etc/loadlab/",
-        r"^nginx: master process .*/etc/loadlab/",
-        r"/postgres --config-file=/etc/loadlab/",
-        r"^postgres: loadlab: ",
-        r"^\S*redis-server \S+:6380\b",
-        r"-m loadlab\.app .*--port 800[1-3]\b",
-        r"/uvicorn ordersvc\.app:app ",  # tests/own_app as the lab's app (inventory/own-app.yml)
-        r"locust --config /etc/loadlab/",
-        r"loadlab exporter --config /etc/loadlab/",
-        r"prometheus --config\.file=/etc/loadlab/",
-    ]
-)
+
+def _lab_process_pattern() -> str:
+    """Every lab process on this machine or a test host (pgrep -f), as the teardown finds them: the default
+    knobs, with the demo app and with tests/own_app as the lab's app (inventory/own-app.yml)."""
+    own_app = yaml.safe_load((ROOT / "inventory" / "own-app.yml").read_text())["all"]["hosts"]["localhost"]
+    patterns = lab_process_patterns(
+        KNOBS["loadlab_etc_dir"],
+        supervisor_conf=KNOBS["loadlab_supervisor_conf"],
+        redis_port=KNOBS["redis_port"],
+        app_ports=range(KNOBS["app_base_port"], KNOBS["app_base_port"] + KNOBS["app_instances"]),
+        app_command=own_app["app_command"],
+        lab_address=own_app["lab_address"],
+    )
+    return lab_process_pattern(patterns)
+
+
+LAB_PROCESS_PATTERN = _lab_process_pattern()
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from loadlab.cli.status import check_containers
 from loadlab.errors import UserError
 from loadlab.exporters.config import load_config
 from loadlab.lab import Lab
+from loadlab.process_groups import LAB_GROUPS, lab_process_groups
 from tests.servers import PG_BIN, free_port, require, terminate, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -427,6 +428,24 @@ def test_postgres_starts_with_the_rendered_configs_and_init_script(rendered, pg_
             psycopg.connect(f"host=127.0.0.1 port={port} dbname=loadlab user=loadlab password=wrong").close()
     finally:
         terminate(proc, sig=2)
+
+
+def test_the_twins_process_groups_are_the_labs_with_the_images_postmaster(rendered):
+    """The twin names its processes as the lab does (loadlab/process_groups.py): the same groups and regexes,
+    but for the official PostgreSQL image's `postgres --config-file=...`."""
+    groups = yaml.safe_load(rendered.secret_files["exporter.yml"])["process_groups"]
+    assert groups == lab_process_groups(
+        LAB_GROUPS,
+        first_loadgen=True,
+        etc_dir="/etc/loadlab",
+        app_ports=[8001, 8002, 8003],
+        app_command="",
+        lab_address="127.0.0.1",
+        redis_port=6380,
+        locust_workers=2,
+        exporter_config="/etc/loadlab/exporter.yml",
+        postgres_program=r"\S*postgres",
+    )
 
 
 def test_the_exporter_config_passes_the_exporter_and_names_every_container_process(rendered, model, tmp_path):

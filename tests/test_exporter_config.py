@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from loadlab.cli import main
 from loadlab.errors import UserError
 from loadlab.exporters.config import DEFAULT_PORTS, load_config, role_of
+from loadlab.knobs import lab_knobs
 
 GOOD = """
 listen: "127.0.0.1:9465"
@@ -66,6 +67,26 @@ def test_missing_sections_leave_collectors_off_and_defaults_apply(tmp_path: Path
     assert (config.postgres_dsn, config.redis_url, config.nginx_status_url) == (None, None, None)
     assert "nginx" in config.process_groups
     assert load_config(write(tmp_path, "")).listen == "127.0.0.1:9465"
+
+
+def test_the_defaults_are_the_one_host_labs_from_its_knobs(tmp_path: Path) -> None:
+    knobs = lab_knobs()
+    config = load_config(None)
+    assert config.listen == f"127.0.0.1:{knobs['exporter_port']}"
+    assert config.ports[0] == knobs["nginx_port"] and knobs["redis_port"] in config.ports
+    assert config.process_groups["redis"] == rf"^\S*redis-server \S+:{knobs['redis_port']}\b"
+
+
+def test_where_the_knobs_are_not_installed_the_config_says_everything(tmp_path: Path, monkeypatch) -> None:
+    """On a host installed from a wheel there is no inventory/group_vars/all.yml: the role's config, which
+    always gives listen, ports and process_groups, is all the exporter needs."""
+    monkeypatch.setattr("loadlab.knobs.CHECKOUT", tmp_path / "wheel")
+    config = load_config(write(tmp_path, GOOD))
+    assert config.listen == "127.0.0.1:9465" and config.ports == (8080, 8001)
+    with pytest.raises(
+        UserError, match="exporter_port is not set, .* not installed here; give listen, ports"
+    ):
+        load_config(write(tmp_path, "ports: [8080]\n"))
 
 
 def test_a_group_says_its_role_or_its_name_implies_one(tmp_path: Path) -> None:

@@ -101,6 +101,29 @@ all:
     assert [s.port for s in lab.services() if s.name.startswith("app-")] == [8001, 8002, 8003]
 
 
+def test_a_knob_left_unset_where_no_group_vars_are_is_named(tmp_path, monkeypatch):
+    """A project installed from a wheel has no inventory/group_vars/all.yml to read the knobs' values from."""
+    monkeypatch.setattr("loadlab.knobs.CHECKOUT", tmp_path / "wheel")
+    groups = "\n".join(f"    {g}: {{hosts: {{box: }}}}" for g in GROUPS)
+    path = _inventory(
+        tmp_path, f"all:\n  hosts:\n    box: {{lab_address: 192.0.2.10}}\n  children:\n{groups}\n", False
+    )
+    with pytest.raises(
+        UserError, match=r"box: nginx_port is not set: the lab's knobs are in inventory/group_vars"
+    ):
+        Lab.load(path)
+
+
+def test_a_knob_that_is_a_template_over_other_knobs_reads_as_rendered(tmp_path):
+    text = LOCAL.read_text().replace(
+        "      lab_address: 127.0.0.1\n", "      lab_address: 127.0.0.1\n      loadlab_etc_dir: /srv/lab\n"
+    )
+    lab = Lab.load(_inventory(tmp_path, text))
+    host = lab.hosts["localhost"]
+    assert host.var("loadlab_supervisor_conf") == "/srv/lab/supervisord.conf"  # group_vars/all.yml's template
+    assert host.var("locust_workers") is None  # the host's cores: only a playbook run knows them
+
+
 def test_missing_group_is_named(tmp_path):
     path = _inventory(
         tmp_path,

@@ -71,9 +71,8 @@ def _http(url: str) -> httpx.Response:
 
 def _check_nginx(service: Service, lab: Lab, at: Endpoint) -> Health:
     apps = lab.group("app")
-    path = (
-        str(apps[0].var("app_health_path") or "/health") if apps and apps[0].var("app_command") else "/health"
-    )
+    # nginx passes the app's health path through to an instance: your app's, or the demo app's /health
+    path = str(apps[0].var("app_health_path")) if apps and apps[0].var("app_command") else "/health"
     response = _http(f"{at.url}{path}")
     upstream = response.headers.get("x-upstream", "?")
     return Health(200 <= response.status_code < 300, f"{response.status_code} via {upstream}")
@@ -98,7 +97,7 @@ def _check_nginx_status(service: Service, lab: Lab, at: Endpoint) -> Health:
 
 def _check_app(service: Service, lab: Lab, at: Endpoint) -> Health:
     if service.host.var("app_command"):  # your own app: its health path answers 2xx
-        path = str(service.host.var("app_health_path") or "/health")
+        path = str(service.host.var("app_health_path"))
         response = _http(f"{at.url}{path}")
         return Health(200 <= response.status_code < 300, f"{response.status_code} on {path}")
     response = _http(f"{at.url}/health")

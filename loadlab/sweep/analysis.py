@@ -28,14 +28,22 @@ LATENCY_RISE_MIN_MS = 2.0
 ERROR_RATIO = 0.01
 # The USL fit needs at least this many distinct user counts (three parameters, one degree of freedom).
 USL_MIN_POINTS = 4
-# An open step kept up with its arrivals when it started at least SENT_SHARE of the arrivals that came due
-# in its window, dropped at most DROPPED_SHARE of them, and its backlog (arrivals due, not yet completed)
-# grew by no more than BACKLOG_GROWTH_SHARE of the rate per second (nor BACKLOG_GROWTH_MIN: a few requests
-# in flight come and go).
+# The rule of whether an open step kept up with its arrivals, in one place (arrivals_behind): it started at
+# least SENT_SHARE of the arrivals that came due in its window, fewer than LATE_SHARE of those it started
+# late, dropped at most DROPPED_SHARE of them, ended at least SENT_SHARE of them, and its backlog (arrivals
+# due, not yet completed) grew by no more than BACKLOG_GROWTH_SHARE of the rate per second (nor
+# BACKLOG_GROWTH_MIN: a few requests in flight come and go).
 SENT_SHARE = 0.98
+LATE_SHARE = 0.05
 DROPPED_SHARE = 0.01
 BACKLOG_GROWTH_SHARE = 0.02
 BACKLOG_GROWTH_MIN = 1.0
+# The figures of arrivals_behind that say by themselves that a step fell behind (fell_behind); those that
+# say its generator did not start the arrivals on time (the diagnosis's generator_behind); those that
+# together say its target did not keep up with them (target_saturated, which fell_behind counts too).
+FELL_BEHIND_FIGURES = frozenset({"sent_share", "dropped_share", "backlog_growth_per_s"})
+LATE_FIGURES = frozenset({"sent_share", "late_share"})
+TARGET_BEHIND_FIGURES = frozenset({"done_share", "backlog_growth_per_s"})
 # Diagnosis codes that say an open step fell behind its rate, whatever its counts say.
 FELL_BEHIND_CODES = ("target_saturated", "generator_behind")
 
@@ -171,25 +179,43 @@ def knee(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"users": last["users"], "found": False, "rps": last["rps"], "p95_ms": last.get("p95_ms")}
 
 
+def _count(value: Any) -> bool:
+    return isinstance(value, int | float)
+
+
+def arrivals_behind(step: dict[str, Any]) -> dict[str, Any]:
+    """Where an open step's counts broke the rule of keeping up with its arrivals, figure by figure ({} when
+    none did): it started too few of the arrivals due (`sent_share`) or too many of them late
+    (`late_share`), dropped too many (`dropped_share`), ended too few (`done_share`), or its backlog kept
+    growing (`backlog_growth_per_s`). A figure the step lacks is not held against it."""
+    out: dict[str, Any] = {}
+    intended = step.get("intended")
+    if _count(intended) and intended > 0:
+        sent = step.get("sent")
+        if _count(sent) and sent < SENT_SHARE * intended:
+            out["sent_share"] = round(sent / intended, 4)
+        done = step.get("done")
+        if _count(done) and done < SENT_SHARE * intended:
+            out["done_share"] = round(done / intended, 4)
+        dropped = step.get("dropped")
+        if _count(dropped) and dropped > DROPPED_SHARE * intended:
+            out["dropped_share"] = round(dropped / intended, 4)
+    sent, late = step.get("sent"), step.get("late")
+    if _count(sent) and sent > 0 and _count(late) and late / sent >= LATE_SHARE:
+        out["late_share"] = round(late / sent, 4)
+    growth = (step.get("backlog") or {}).get("growth_per_s")
+    rate = step.get("rate")
+    if _count(growth) and _count(rate) and growth > max(BACKLOG_GROWTH_MIN, BACKLOG_GROWTH_SHARE * rate):
+        out["backlog_growth_per_s"] = growth
+    return out
+
+
 def fell_behind(step: dict[str, Any]) -> dict[str, Any]:
     """Why an open step did not keep up with its rate, figure by figure ({} when it kept up): it started
     too few of its arrivals (`sent_share`), dropped too many (`dropped_share`), its backlog kept growing
-    (`backlog_growth_per_s`), or its diagnosis says the target or the generator fell behind (`diagnosis`).
-    A figure the step lacks is not held against it."""
-    out: dict[str, Any] = {}
-    intended = step.get("intended")
-    if isinstance(intended, int | float) and intended > 0:
-        sent = step.get("sent")
-        if isinstance(sent, int | float) and sent < SENT_SHARE * intended:
-            out["sent_share"] = round(sent / intended, 4)
-        dropped = step.get("dropped")
-        if isinstance(dropped, int | float) and dropped > DROPPED_SHARE * intended:
-            out["dropped_share"] = round(dropped / intended, 4)
-    growth = (step.get("backlog") or {}).get("growth_per_s")
-    rate = step.get("rate")
-    growing = isinstance(growth, int | float) and isinstance(rate, int | float)
-    if growing and growth > max(BACKLOG_GROWTH_MIN, BACKLOG_GROWTH_SHARE * rate):
-        out["backlog_growth_per_s"] = growth
+    (`backlog_growth_per_s`: arrivals_behind), or its diagnosis says the target or the generator fell
+    behind (`diagnosis`)."""
+    out = {k: v for k, v in arrivals_behind(step).items() if k in FELL_BEHIND_FIGURES}
     codes = [c for c in step.get("diagnosis") or () if c in FELL_BEHIND_CODES]
     if codes:
         out["diagnosis"] = codes
@@ -336,13 +362,34 @@ def _nice_ceiling(ms: float) -> int:
     return int(math.ceil(ms))
 
 
-def _why_not(p: dict[str, Any], failed: dict[int, list[str]], p95_limit_ms: float | None) -> str | None:
-    """Why a step cannot be recommended (it had errors, failed a threshold, broke the p95 gate), or None."""
+def _named(step: dict[str, Any]) -> str:
+    """A step's load as a recommendation names it: '20 users', or for an open step '400 req/s'."""
+    return f"{rate_text(step['rate'])} req/s" if step.get("rate") is not None else f"{step['users']} users"
+
+
+def _failed_at(checks: Sequence[dict[str, Any]], open_run: bool) -> dict[float, list[str]]:
+    """Each load (a user count, or an open run's intended rate) -> the thresholds its step failed."""
+    failed: dict[float, list[str]] = {}
+    for check in checks:
+        for f in check.get("failed_steps") or ():
+            at = f.get("rate") if open_run else f["users"]
+            if at is not None:
+                failed.setdefault(float(at) if open_run else int(at), []).append(check["expr"])
+    return failed
+
+
+def _why_not(p: dict[str, Any], failed: dict[float, list[str]], p95_limit_ms: float | None) -> str | None:
+    """Why a step cannot be recommended (an open one fell behind its rate; it had errors, failed a
+    threshold, broke the p95 gate), or None."""
+    behind = fell_behind(p) if p.get("rate") is not None else {}
+    if behind:
+        side = "the load generator" if generator_side(p) else "the target"
+        return f"did not keep up ({side}: {behind_text(behind)})"
     ratio = p.get("fail_ratio") or 0.0
     if ratio >= ERROR_RATIO or "errors" in (p.get("diagnosis") or ()):
         return f"had errors (fail {ratio:.1%})"
-    if failed.get(p["users"]):
-        return f"failed {', '.join(failed[p['users']])}"
+    if failed.get(load(p)):
+        return f"failed {', '.join(failed[load(p)])}"
     if p95_limit_ms is not None and (p.get("p95_ms") is None or p["p95_ms"] >= p95_limit_ms):
         return f"had p95 {p.get('p95_ms')} ms"
     return None
@@ -354,6 +401,32 @@ def next_user_counts(points: Sequence[dict[str, Any]]) -> list[int]:
     return [2 * top, 4 * top]
 
 
+def next_rates(points: Sequence[dict[str, Any]]) -> list[float]:
+    """Where to look for the limit an open sweep did not reach: two more rates, doubling from the highest."""
+    top = float(points[-1]["rate"])
+    return [2 * top, 4 * top]
+
+
+def _no_knee(good: dict[str, Any], points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The recommendation of a sweep whose every step was healthy: no limit found, and where to look next."""
+    if good.get("rate") is None:
+        key, suggest, p95_from = "users", next_user_counts(points), ""
+        reached = f"throughput still grew up to {_named(good)}, the largest step"
+        tries = f"{suggest[0]} and {suggest[1]} users"
+    else:
+        key, suggest, p95_from = "rate", next_rates(points), " from intended start"
+        reached = f"every step kept up to {_named(good)}, the highest rate"
+        tries = f"{rate_text(suggest[0])} and {rate_text(suggest[1])} req/s"
+    return {
+        key: None,
+        "knee_found": False,
+        f"measured_{key}": good[key],
+        "next_users" if key == "users" else "next_rates": suggest,
+        "text": f"no knee found: {reached} ({good['rps']:.0f} rps, p95 {good.get('p95_ms')} ms{p95_from}), "
+        f"so the limit lies beyond this sweep; try {tries} next",
+    }
+
+
 def recommendation(
     steps: Sequence[dict[str, Any]],
     knee_users: int | None,
@@ -362,19 +435,20 @@ def recommendation(
 ) -> dict[str, Any] | None:
     """'stay at or below N users for p95 under X ms' only from what was measured: the last healthy step
     (no errors, every threshold held, under the p95 gate) below the first unhealthy one, never past the knee;
-    without a knee or an unhealthy step the sweep found no limit, and says where to look next. Open steps
-    are read by open_recommendation (their knee is found there; `knee_users` is not used)."""
-    if is_open(steps):
-        return open_recommendation(steps, p95_limit_ms, checks)
+    without a knee or an unhealthy step the sweep found no limit, and says where to look next.
+
+    Open steps give 'stay at or below R req/s': the highest rate of the run of healthy steps from the
+    lightest (kept up with its arrivals too; p95 from each request's intended start). The knee of an open
+    run is its first unhealthy rate (`knee_users` is not used); when every step was healthy the sweep found
+    no limit, and says which rates to try next (`next_rates`)."""
+    open_run = is_open(steps)
     points = curve(steps)
     if not points:
         return None
-    failed: dict[int, list[str]] = {}
-    for check in checks:
-        for f in check.get("failed_steps") or ():
-            failed.setdefault(int(f["users"]), []).append(check["expr"])
+    key = "rate" if open_run else "users"
     good, bad, reason = None, None, None
-    for p in points:  # ascending users: the run of healthy steps from the bottom
+    failed = _failed_at(checks, open_run)
+    for p in points:  # ascending users (rates): the run of healthy steps from the bottom
         reason = _why_not(p, failed, p95_limit_ms)
         if reason is not None:
             bad = p
@@ -382,106 +456,20 @@ def recommendation(
         good = p
     if good is None:
         return {
-            "users": None,
+            key: None,
             "p95_ms": p95_limit_ms,
-            "text": f"no step can be recommended: the lightest, {points[0]['users']} users, {reason}",
+            "text": f"no step can be recommended: the lightest, {_named(points[0])}, {reason}",
         }
-    bend = knee(steps)
+    bend = {"found": False} if open_run else knee(steps)
     if bend["found"] and knee_users is not None and good["users"] > knee_users:
         # Past the knee more users only wait longer: recommend the knee even when every gate still holds.
         good = next((p for p in points if p["users"] == knee_users), good)
     elif bad is None and not bend["found"]:
-        suggest = next_user_counts(points)
-        return {
-            "users": None,
-            "knee_found": False,
-            "measured_users": good["users"],
-            "next_users": suggest,
-            "text": f"no knee found: throughput still grew up to {good['users']} users, the largest step "
-            f"({good['rps']:.0f} rps, p95 {good.get('p95_ms')} ms), so the limit lies beyond this sweep; "
-            f"try {suggest[0]} and {suggest[1]} users next",
-        }
+        return _no_knee(good, points)
     limit = _p95_limit(good, p95_limit_ms)
     if limit is None:
         return None
-    users, rps = good["users"], good["rps"]
-    text = f"stay at or below {users} users for p95 under {limit:g} ms (about {rps:.0f} rps)"
-    if bad is not None and bad["users"] > users and (not bend["found"] or bad["users"] <= bend["next_users"]):
-        text += f"; {bad['users']} users {reason}"
-    return {"users": users, "p95_ms": limit, "rps": rps, "text": text}
-
-
-def next_rates(points: Sequence[dict[str, Any]]) -> list[float]:
-    """Where to look for the limit an open sweep did not reach: two more rates, doubling from the highest."""
-    top = float(points[-1]["rate"])
-    return [2 * top, 4 * top]
-
-
-def _why_not_open(
-    p: dict[str, Any], failed: dict[float, list[str]], p95_limit_ms: float | None
-) -> str | None:
-    """Why an open step cannot be recommended (it fell behind its rate, had errors, failed a threshold,
-    broke the p95 gate), or None."""
-    behind = fell_behind(p)
-    if behind:
-        side = "the load generator" if generator_side(p) else "the target"
-        return f"did not keep up ({side}: {behind_text(behind)})"
-    ratio = p.get("fail_ratio") or 0.0
-    if ratio >= ERROR_RATIO or "errors" in (p.get("diagnosis") or ()):
-        return f"had errors (fail {ratio:.1%})"
-    if failed.get(float(p["rate"])):
-        return f"failed {', '.join(failed[float(p['rate'])])}"
-    if p95_limit_ms is not None and (p.get("p95_ms") is None or p["p95_ms"] >= p95_limit_ms):
-        return f"had p95 {p.get('p95_ms')} ms"
-    return None
-
-
-def open_recommendation(
-    steps: Sequence[dict[str, Any]], p95_limit_ms: float | None = None, checks: Sequence[dict[str, Any]] = ()
-) -> dict[str, Any] | None:
-    """'stay at or below R req/s for p95 under X ms' from what an open sweep measured: the highest rate of
-    the run of healthy steps from the lightest (kept up with its arrivals, no errors, every threshold held,
-    under the p95 gate; p95 from each request's intended start). When every step was healthy the sweep
-    found no limit, and says which rates to try next (`next_rates`)."""
-    points = curve(steps)
-    if not points:
-        return None
-    failed: dict[float, list[str]] = {}
-    for check in checks:
-        for f in check.get("failed_steps") or ():
-            if f.get("rate") is not None:
-                failed.setdefault(float(f["rate"]), []).append(check["expr"])
-    good, bad, reason = None, None, None
-    for p in points:  # ascending rates: the run of healthy steps from the bottom
-        reason = _why_not_open(p, failed, p95_limit_ms)
-        if reason is not None:
-            bad = p
-            break
-        good = p
-    if good is None:
-        return {
-            "rate": None,
-            "p95_ms": p95_limit_ms,
-            "text": f"no step can be recommended: the lightest, {rate_text(points[0]['rate'])} req/s, "
-            f"{reason}",
-        }
-    if bad is None:
-        suggest = next_rates(points)
-        return {
-            "rate": None,
-            "knee_found": False,
-            "measured_rate": good["rate"],
-            "next_rates": suggest,
-            "text": f"no knee found: every step kept up to {rate_text(good['rate'])} req/s, the highest rate "
-            f"({good['rps']:.0f} rps, p95 {good.get('p95_ms')} ms from intended start), so the limit lies "
-            f"beyond this sweep; try {rate_text(suggest[0])} and {rate_text(suggest[1])} req/s next",
-        }
-    limit = _p95_limit(good, p95_limit_ms)
-    if limit is None:
-        return None
-    rate, rps = good["rate"], good["rps"]
-    text = (
-        f"stay at or below {rate_text(rate)} req/s for p95 under {limit:g} ms (about {rps:.0f} rps); "
-        f"{rate_text(bad['rate'])} req/s {reason}"
-    )
-    return {"rate": rate, "p95_ms": limit, "rps": rps, "text": text}
+    text = f"stay at or below {_named(good)} for p95 under {limit:g} ms (about {good['rps']:.0f} rps)"
+    if bad is not None and bad[key] > good[key] and (not bend["found"] or bad["users"] <= bend["next_users"]):
+        text += f"; {_named(bad)} {reason}"
+    return {key: good[key], "p95_ms": limit, "rps": good["rps"], "text": text}

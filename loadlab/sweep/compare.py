@@ -235,42 +235,15 @@ def compare(a: Run, b: Run, *, alpha: float = 0.05, tolerance: float = 0.02, see
             f"({a.name}: {','.join(map(str, users_a))}; {b.name}: {','.join(map(str, users_b))}): "
             "compare runs that share user counts (capacity searches are compared on their curves)"
         )
-    rows: list[dict[str, Any]] = []
-    diffs: list[Difference] = []
-    better: list[bool] = []
+    peak = None
     if _searched(a) and _searched(b):
         # Capacity searches step where their measurements led them: their peaks are compared, each on the
         # samples of the step that carried the most.
-        top_a, top_b = _top(a), _top(b)
-        diff = compare_series(
-            _values(a.series(top_a), "rps"), _values(b.series(top_b), "rps"), higher_is_better=True, seed=seed
-        )
-        rows.append(
-            {"users": f"{top_a['users']}/{top_b['users']}", "figure": "max_rps", "a": _num(top_a.get("rps")),
-             "b": _num(top_b.get("rps"))}
-        )  # fmt: skip
-        diffs.append(diff)
-        better.append(True)
-    for users in common:
-        sa, sb = a.step(users), b.step(users)
-        assert sa is not None and sb is not None
-        series_a, series_b = a.series(sa), b.series(sb)
-        for figure, higher in FIGURES.items():
-            diff = compare_series(
-                _values(series_a, figure), _values(series_b, figure), higher_is_better=higher, seed=seed
-            )
-            rows.append(
-                {"users": users, "figure": figure, "a": _num(sa.get(figure)), "b": _num(sb.get(figure))}
-            )
-            diffs.append(diff)
-            better.append(higher)
-    _judge_rows(rows, diffs, better, alpha, tolerance)
+        peak = {"users": f"{_top(a)['users']}/{_top(b)['users']}"}
+    rows = _judged_rows(a, b, peak, [({"users": u}, u) for u in common], alpha, tolerance, seed)
     order = ["max_rps", *FIGURES]
     rows.sort(key=lambda r: (isinstance(r["users"], int), str(r["users"]).zfill(9), order.index(r["figure"])))
-    setup_a, setup_b = _setup(a), _setup(b)
-    differs = {
-        k: [setup_a[k], setup_b[k]] for k in setup_a if setup_a[k] != setup_b[k] and k != "git revision"
-    }
+    differs, revisions = _setup_differs(a, b)
     return {
         "a": str(a.path),
         "b": str(b.path),
@@ -282,20 +255,58 @@ def compare(a: Run, b: Run, *, alpha: float = 0.05, tolerance: float = 0.02, see
         "rows": rows,
         "curves": _curves(a, b),
         "differs": differs,
-        "revisions": [setup_a["git revision"], setup_b["git revision"]],
+        "revisions": revisions,
         "verdict": overall(rows),
     }
 
 
-def _judge_rows(
-    rows: list[dict[str, Any]], diffs: list[Difference], better: list[bool], alpha: float, tolerance: float
-) -> None:
+def _judged_rows(
+    a: Run,
+    b: Run,
+    peak: dict[str, Any] | None,
+    matched: Sequence[tuple[dict[str, Any], float]],
+    alpha: float,
+    tolerance: float,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """A row per figure of each load both runs measured (`matched`: where the row stands, the load), after a
+    `max_rps` row where `peak` says where two searches' busiest steps stand; each change judged on the
+    steps' samples, all of them corrected together."""
+    rows: list[dict[str, Any]] = []
+    diffs: list[Difference] = []
+    better: list[bool] = []
+    # (where the rows stand, A's step, B's step, (the row's figure, the step's figure, higher is better))
+    step_figures = [(figure, figure, higher) for figure, higher in FIGURES.items()]
+    pairs = [(where, a.step(load), b.step(load), step_figures) for where, load in matched]
+    if peak is not None:
+        pairs.insert(0, (peak, _top(a), _top(b), [("max_rps", "rps", True)]))
+    for where, sa, sb, figures in pairs:
+        assert sa is not None and sb is not None
+        series_a, series_b = a.series(sa), b.series(sb)
+        for figure, key, higher in figures:
+            diffs.append(
+                compare_series(
+                    _values(series_a, key), _values(series_b, key), higher_is_better=higher, seed=seed
+                )
+            )
+            rows.append({**where, "figure": figure, "a": _num(sa.get(key)), "b": _num(sb.get(key))})
+            better.append(higher)
     judged = judge(diffs, higher_is_better=better, alpha=alpha, tolerance=tolerance)
     for row, diff in zip(rows, judged, strict=True):
         row.update(diff.to_dict())
         row["verdict"] = VERDICT_WORDS[row["figure"]].get(diff.verdict, diff.verdict)
         if not diff.n_a or not diff.n_b:
             row["verdict"] = "no samples"  # a step from before samples, or CPU without the lab's Prometheus
+    return rows
+
+
+def _setup_differs(a: Run, b: Run) -> tuple[dict[str, list[Any]], list[Any]]:
+    """What differs between the two runs' setups, and their git revisions."""
+    setup_a, setup_b = _setup(a), _setup(b)
+    differs = {
+        k: [setup_a[k], setup_b[k]] for k in setup_a if setup_a[k] != setup_b[k] and k != "git revision"
+    }
+    return differs, [setup_a["git revision"], setup_b["git revision"]]
 
 
 def _compare_open(a: Run, b: Run, *, alpha: float, tolerance: float, seed: int) -> dict[str, Any]:
@@ -310,46 +321,14 @@ def _compare_open(a: Run, b: Run, *, alpha: float, tolerance: float, seed: int) 
             f"({a.name}: {','.join(map(_rate_label, rates_a))}; "
             f"{b.name}: {','.join(map(_rate_label, rates_b))}): compare open runs that share rates"
         )
-    rows: list[dict[str, Any]] = []
-    diffs: list[Difference] = []
-    better: list[bool] = []
+    peak = None
     if searched:
-        top_a, top_b = _top(a), _top(b)
-        diffs.append(
-            compare_series(
-                _values(a.series(top_a), "rps"),
-                _values(b.series(top_b), "rps"),
-                higher_is_better=True,
-                seed=seed,
-            )
-        )
-        rows.append(
-            {"users": f"{_rate_label(top_a['rate'])} vs {_rate_label(top_b['rate'])}", "rate": None,
-             "figure": "max_rps", "a": _num(top_a.get("rps")), "b": _num(top_b.get("rps"))}
-        )  # fmt: skip
-        better.append(True)
-    for rate in common:
-        sa, sb = a.step(rate), b.step(rate)
-        assert sa is not None and sb is not None
-        series_a, series_b = a.series(sa), b.series(sb)
-        for figure, higher in FIGURES.items():
-            diffs.append(
-                compare_series(
-                    _values(series_a, figure), _values(series_b, figure), higher_is_better=higher, seed=seed
-                )
-            )
-            rows.append(
-                {"users": _rate_label(rate), "rate": rate, "figure": figure, "a": _num(sa.get(figure)),
-                 "b": _num(sb.get(figure))}
-            )  # fmt: skip
-            better.append(higher)
-    _judge_rows(rows, diffs, better, alpha, tolerance)
+        peak = {"users": f"{_rate_label(_top(a)['rate'])} vs {_rate_label(_top(b)['rate'])}", "rate": None}
+    matched = [({"users": _rate_label(rate), "rate": rate}, rate) for rate in common]
+    rows = _judged_rows(a, b, peak, matched, alpha, tolerance, seed)
     order = ["max_rps", *FIGURES]
     rows.sort(key=lambda r: (r["rate"] is not None, r["rate"] or 0.0, order.index(r["figure"])))
-    setup_a, setup_b = _setup(a), _setup(b)
-    differs = {
-        k: [setup_a[k], setup_b[k]] for k in setup_a if setup_a[k] != setup_b[k] and k != "git revision"
-    }
+    differs, revisions = _setup_differs(a, b)
     return {
         "model": "open",
         "a": str(a.path),
@@ -362,7 +341,7 @@ def _compare_open(a: Run, b: Run, *, alpha: float, tolerance: float, seed: int) 
         "rows": rows,
         "curves": _open_curves(a, b, common),
         "differs": differs,
-        "revisions": [setup_a["git revision"], setup_b["git revision"]],
+        "revisions": revisions,
         "verdict": overall(rows),
     }
 

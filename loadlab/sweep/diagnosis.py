@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loadlab.sweep import resource_model as model
-from loadlab.sweep.analysis import ERROR_RATIO, closest_lighter, saturated
+from loadlab.sweep.analysis import (
+    ERROR_RATIO,
+    LATE_FIGURES,
+    TARGET_BEHIND_FIGURES,
+    arrivals_behind,
+    closest_lighter,
+    saturated,
+)
 
 VOCABULARY = (
     "ok",
@@ -43,13 +50,8 @@ GENERATOR_CODES = (
     "ephemeral_ports_exhausted",
 )
 # The step's load held when Locust ran at least this share of its users, time-weighted, through the window.
+# (An open step's arrivals are judged by analysis.arrivals_behind, the rule of keeping up with them.)
 LOAD_HELD = 0.98
-# Open model: a step kept its arrivals on time when it sent at least LOAD_HELD of them and fewer than this
-# share started late...
-LATE_SHARE = 0.05
-# ...and the target kept up when its backlog (arrivals due and not yet answered) grew by less than this share
-# of the rate per second, and it ended at least LOAD_HELD of the arrivals due.
-BACKLOG_GROWS = 0.02
 # The target held the pool's users (rather than the pool being too small for it) when its send-to-answer
 # latency rose this much over the closest lighter open step's.
 RESPONSE_ROSE = 1.5
@@ -402,12 +404,9 @@ def saturation(step: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> dict[
 
 def open_late(step: dict[str, Any]) -> dict[str, Any] | None:
     """An open step whose generator did not start its arrivals on time: it sent fewer than were due, or
-    too many started late."""
+    too many started late (analysis.arrivals_behind)."""
     intended, sent, late = step.get("intended") or 0, step.get("sent") or 0, step.get("late") or 0
-    if not intended:
-        return None
-    late_share = late / sent if sent else 0.0
-    if sent >= LOAD_HELD * intended and late_share < LATE_SHARE:
+    if not intended or LATE_FIGURES.isdisjoint(arrivals_behind(step)):
         return None
     return {
         "rate": step["rate"],
@@ -415,7 +414,7 @@ def open_late(step: dict[str, Any]) -> dict[str, Any] | None:
         "sent": sent,
         "dropped": step.get("dropped"),
         "late": late,
-        "late_share": _r(late_share),
+        "late_share": _r(late / sent if sent else 0.0),
         "lateness_p99_ms": step.get("lateness_p99_ms"),
         "users": step.get("users"),
         "max_users": (step.get("open") or {}).get("max_users"),
@@ -424,12 +423,8 @@ def open_late(step: dict[str, Any]) -> dict[str, Any] | None:
 
 def open_fell_behind(step: dict[str, Any]) -> dict[str, Any] | None:
     """The target did not keep up with an open step's arrivals: it ended fewer than were due while the
-    backlog grew."""
-    intended, done = step.get("intended") or 0, step.get("done") or 0
-    growth = (step.get("backlog") or {}).get("growth_per_s")
-    if not intended or growth is None:
-        return None
-    if done >= LOAD_HELD * intended or growth < BACKLOG_GROWS * step["rate"]:
+    backlog grew (analysis.arrivals_behind)."""
+    if not TARGET_BEHIND_FIGURES.issubset(arrivals_behind(step)):
         return None
     return _open_evidence(step)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from loadlab.errors import LoadlabError, UserError
 from loadlab.inputs import parse_duration, target_port
+from loadlab.knobs import lab_knobs
 from loadlab.lab import Lab
 from loadlab.remote import is_this_machine
 from loadlab.sweep.resources import is_local_address
@@ -28,13 +30,14 @@ class LabView:
     redis_port: int | None = None
     locust_web_url: str | None = None  # None when the master is another host: reached through SSH
     locust_master: str | None = None  # the inventory name of the master's host
-    locust_web_port: int = 8089
-    locust_master_port: int = 5557
+    # Without an inventory: as inventory/group_vars/all.yml sets them (None where it is not here).
+    locust_web_port: int | None = field(default_factory=lambda: _lab_default("locust_web_port"))
+    locust_master_port: int | None = field(default_factory=lambda: _lab_default("locust_master_port"))
     default_user_classes: list[str] = field(default_factory=list)  # a run that names none
     prometheus_url: str | None = None
-    scrape_interval: float = 5.0
+    scrape_interval: float | None = field(default_factory=lambda: _default_scrape_interval())
     grafana_url: str | None = None
-    etc_dir: str = "/etc/loadlab"
+    etc_dir: str | None = field(default_factory=lambda: _lab_default("loadlab_etc_dir"))
     error: str | None = None  # why the inventory could not be read
     lab: Lab | None = field(default=None, repr=False)  # the inventory's hosts, for the remote-access layer
 
@@ -89,11 +92,23 @@ class LabView:
 
     def exporter_config(self) -> Path | None:
         """The lab exporter's config on this machine, if the exporter role wrote one here."""
+        if self.etc_dir is None:
+            return None
         for name in ("exporter.yml", "exporter.yaml", "exporter/config.yml"):
             path = Path(self.etc_dir) / name
             if path.is_file():
                 return path
         return None
+
+
+def _lab_default(name: str) -> Any:
+    """A knob as inventory/group_vars/all.yml sets it, for a view without an inventory."""
+    return lab_knobs().get(name)
+
+
+def _default_scrape_interval() -> float | None:
+    value = _lab_default("prometheus_scrape_interval")
+    return parse_duration(value, "group_vars/all.yml: prometheus_scrape_interval") if value else None
 
 
 def _addresses(host: str) -> set[str]:

@@ -12,7 +12,7 @@ import contextlib
 import html
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,92 +231,102 @@ def _cell(value: Any, fmt: str = "{}") -> str:
     return f"<td>{html.escape(fmt.format(value))}</td>"
 
 
+# A capacity table's column: its header and the step's cell.
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def _column(key: str, fmt: str = "{}") -> Column:
+    """A column of one step figure, headed by its name."""
+    return key, lambda s: _cell(s.get(key), fmt)
+
+
+def _ms(quantile: str) -> Column:
+    return f"{quantile} ms", lambda s: _cell(s.get(f"{quantile}_ms"), "{:g}")
+
+
+def _fail_percent(s: dict[str, Any]) -> str:
+    return _cell(None if s.get("fail_ratio") is None else s["fail_ratio"] * 100, "{:.2f}")
+
+
+def _sent(s: dict[str, Any]) -> str:
+    if s.get("sent") is None:
+        return _cell(None)
+    return _cell(f"{s['sent']:g}" + (f" of {s['intended']:g}" if s.get("intended") is not None else ""))
+
+
+def _send_to_answer(s: dict[str, Any]) -> str:
+    response = [s.get(f"response_{q}_ms") for q in ("p50", "p95", "p99")]
+    if all(r is None for r in response):
+        return _cell(None)
+    return _cell(" / ".join("–" if r is None else f"{r:g}" for r in response))
+
+
+_STEP: Column = ("step", lambda s: _cell(s.get("index", 0) + 1))
+_RPS: Column = ("rps", lambda s: _cell(s.get("rps"), "{:.1f}"))
+_FAIL: Column = ("fail %", _fail_percent)
+_CLIENT_SOCKETS: Column = ("client sockets", lambda s: _cell(s.get("client_sockets"), "{:g}"))
+# The CPU on both sides, the last columns before the diagnosis in both tables.
+_CPU: tuple[Column, ...] = (
+    ("Locust CPU", lambda s: _cell(s.get("loadgen_cpu"), "{:.2f}")),
+    ("busiest Locust process", lambda s: _cell(_busiest_process(s.get("loadgen_cpu_busiest")))),
+    ("target CPU", lambda s: _cell(s.get("target_cpu"), "{:.2f}")),
+    ("busiest target host", lambda s: _cell(_busiest_host(s.get("target_cpu_busiest_host")))),
+)
+
+
+def _steps_table(
+    steps: Sequence[dict[str, Any]], columns: Sequence[Column], knee: Callable[..., bool]
+) -> str:
+    """The capacity table: a row per step (the knee's marked), these columns and its diagnosis."""
+    head = "<tr>" + "".join(f"<th>{title}</th>" for title, _ in columns) + "<th>diagnosis</th></tr>"
+    rows = []
+    for s in steps:
+        cls = ' class="knee"' if knee(s) else ""
+        diag = " ".join(
+            f'<span class="diag {html.escape(d)}">{html.escape(d)}</span>' for d in s.get("diagnosis") or []
+        )
+        rows.append(f"<tr{cls}>" + "".join(cell(s) for _, cell in columns) + f"<td>{diag}</td></tr>")
+    return f'<table class="capacity">{head}{"".join(rows)}</table>'
+
+
 def _open_capacity_table(steps: Sequence[dict[str, Any]], knee_rate: float | None) -> str:
     """An open sweep's table: per intended rate the pool, what was sent, dropped and late, and latency
     from intended start beside send-to-answer."""
-    head = (
-        "<tr><th>step</th><th>rate /s</th><th>users (pool)</th><th>rps</th><th>sent</th><th>dropped</th>"
-        "<th>late</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>send-to-answer p50/p95/p99 ms</th>"
-        "<th>lateness p99 ms</th><th>backlog growth /s</th><th>fail %</th><th>client sockets</th>"
-        "<th>Locust CPU</th><th>busiest Locust process</th><th>target CPU</th><th>busiest target host</th>"
-        "<th>diagnosis</th></tr>"
-    )
-    rows = []
-    for s in steps:
-        knee = knee_rate is not None and s.get("rate") is not None and float(s["rate"]) == float(knee_rate)
-        cls = ' class="knee"' if knee else ""
-        fail = None if s.get("fail_ratio") is None else s["fail_ratio"] * 100
-        response = [s.get(f"response_{q}_ms") for q in ("p50", "p95", "p99")]
-        sent = None
-        if s.get("sent") is not None:
-            sent = f"{s['sent']:g}" + (f" of {s['intended']:g}" if s.get("intended") is not None else "")
-        diag = " ".join(
-            f'<span class="diag {html.escape(d)}">{html.escape(d)}</span>' for d in s.get("diagnosis") or []
-        )
-        rows.append(
-            f"<tr{cls}>"
-            + _cell(s.get("index", 0) + 1)
-            + _cell(analysis.rate_text(s.get("rate")))
-            + _cell(s.get("users"))
-            + _cell(s.get("rps"), "{:.1f}")
-            + _cell(sent)
-            + _cell(s.get("dropped"), "{:g}")
-            + _cell(s.get("late"), "{:g}")
-            + _cell(s.get("p50_ms"), "{:g}")
-            + _cell(s.get("p95_ms"), "{:g}")
-            + _cell(s.get("p99_ms"), "{:g}")
-            + _cell(
-                None
-                if all(r is None for r in response)
-                else " / ".join("–" if r is None else f"{r:g}" for r in response)
-            )
-            + _cell(s.get("lateness_p99_ms"), "{:g}")
-            + _cell((s.get("backlog") or {}).get("growth_per_s"), "{:.3g}")
-            + _cell(fail, "{:.2f}")
-            + _cell(s.get("client_sockets"), "{:g}")
-            + _cell(s.get("loadgen_cpu"), "{:.2f}")
-            + _cell(_busiest_process(s.get("loadgen_cpu_busiest")))
-            + _cell(s.get("target_cpu"), "{:.2f}")
-            + _cell(_busiest_host(s.get("target_cpu_busiest_host")))
-            + f"<td>{diag}</td></tr>"
-        )
-    return f'<table class="capacity">{head}{"".join(rows)}</table>'
+    columns: list[Column] = [
+        _STEP,
+        ("rate /s", lambda s: _cell(analysis.rate_text(s.get("rate")))),
+        ("users (pool)", lambda s: _cell(s.get("users"))),
+        _RPS,
+        ("sent", _sent),
+        _column("dropped", "{:g}"),
+        _column("late", "{:g}"),
+        *(_ms(q) for q in ("p50", "p95", "p99")),
+        ("send-to-answer p50/p95/p99 ms", _send_to_answer),
+        ("lateness p99 ms", lambda s: _cell(s.get("lateness_p99_ms"), "{:g}")),
+        ("backlog growth /s", lambda s: _cell((s.get("backlog") or {}).get("growth_per_s"), "{:.3g}")),
+        _FAIL,
+        _CLIENT_SOCKETS,
+        *_CPU,
+    ]
+
+    def knee(s: dict[str, Any]) -> bool:
+        return knee_rate is not None and s.get("rate") is not None and float(s["rate"]) == float(knee_rate)
+
+    return _steps_table(steps, columns, knee)
 
 
 def _capacity_table(steps: Sequence[dict[str, Any]], knee_users: int | None) -> str:
-    head = (
-        "<tr><th>step</th><th>users</th><th>rps</th><th>p50 ms</th><th>p90 ms</th><th>p95 ms</th>"
-        "<th>p99 ms</th><th>max ms</th><th>fail %</th><th>client sockets</th><th>server sockets</th>"
-        "<th>Locust CPU</th><th>busiest Locust process</th><th>target CPU</th><th>busiest target host</th>"
-        "<th>diagnosis</th></tr>"
-    )
-    rows = []
-    for s in steps:
-        cls = ' class="knee"' if s["users"] == knee_users else ""
-        fail = None if s.get("fail_ratio") is None else s["fail_ratio"] * 100
-        diag = " ".join(
-            f'<span class="diag {html.escape(d)}">{html.escape(d)}</span>' for d in s.get("diagnosis") or []
-        )
-        rows.append(
-            f"<tr{cls}>"
-            + _cell(s.get("index", 0) + 1)
-            + _cell(s["users"])
-            + _cell(s.get("rps"), "{:.1f}")
-            + _cell(s.get("p50_ms"), "{:g}")
-            + _cell(s.get("p90_ms"), "{:g}")
-            + _cell(s.get("p95_ms"), "{:g}")
-            + _cell(s.get("p99_ms"), "{:g}")
-            + _cell(s.get("max_ms"), "{:g}")
-            + _cell(fail, "{:.2f}")
-            + _cell(s.get("client_sockets"), "{:g}")
-            + _cell(s.get("server_sockets"), "{:g}")
-            + _cell(s.get("loadgen_cpu"), "{:.2f}")
-            + _cell(_busiest_process(s.get("loadgen_cpu_busiest")))
-            + _cell(s.get("target_cpu"), "{:.2f}")
-            + _cell(_busiest_host(s.get("target_cpu_busiest_host")))
-            + f"<td>{diag}</td></tr>"
-        )
-    return f'<table class="capacity">{head}{"".join(rows)}</table>'
+    columns: list[Column] = [
+        _STEP,
+        ("users", lambda s: _cell(s["users"])),
+        _RPS,
+        *(_ms(q) for q in ("p50", "p90", "p95", "p99", "max")),
+        _FAIL,
+        _CLIENT_SOCKETS,
+        ("server sockets", lambda s: _cell(s.get("server_sockets"), "{:g}")),
+        *_CPU,
+    ]
+    return _steps_table(steps, columns, lambda s: s["users"] == knee_users)
 
 
 def _busiest_process(busiest: dict[str, Any] | None) -> str | None:

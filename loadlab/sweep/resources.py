@@ -515,7 +515,7 @@ class PrometheusWindow:
         self,
         url: str,
         port: int,
-        scrape_interval: float = 5.0,
+        scrape_interval: float,
         timeout: float = 5.0,
         loadgen_hosts: Iterable[str] | None = None,
         lb_hosts: Iterable[str] | None = None,

@@ -533,7 +533,7 @@ def _summarize_open(
         "verdict": verdict(checks),
         "knee": knee,
         "max_rps_rate": next((s["rate"] for s in ordered if s.get("rps") == max_rps), None),
-        "recommendation": analysis.open_recommendation(steps, _p95_gate(thresholds), checks),
+        "recommendation": analysis.recommendation(steps, None, _p95_gate(thresholds), checks),
         **_progress(steps, planned_steps, interrupted),
     }
     if search is not None:

@@ -23,8 +23,9 @@ backlog did not grow); a threshold `@Nrps` is judged on the step at exactly N pe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from operator import attrgetter
 from typing import Any
 
 from loadlab.errors import UserError
@@ -33,11 +34,11 @@ from loadlab.sweep.analysis import (
     behind_text,
     closest_lighter,
     fell_behind,
+    generator_side,
     grows_in_proportion,
     growth,
     rate_text,
 )
-from loadlab.sweep.diagnosis import GENERATOR_CODES
 from loadlab.sweep.thresholds import Threshold
 
 DEFAULT_START = 5
@@ -144,119 +145,124 @@ def bend(step: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dict[str, Any
 def gave_out(
     step: dict[str, Any], thresholds: Sequence[Threshold], steps: Sequence[dict[str, Any]] = ()
 ) -> list[str]:
-    """Why a step is past the limit: its diagnosis codes (not `ok`), the SLOs it broke, and a bend in
-    throughput against the closest lighter step of `steps`; [] when healthy."""
+    """Why a step is past the limit: its diagnosis codes (not `ok`), the SLOs it broke, and for a closed
+    step a bend in throughput against the closest lighter step of `steps`, for an open one `fell_behind`
+    when its counts say it did not keep up with its arrivals (analysis.fell_behind); [] when healthy."""
     reasons = [c for c in step.get("diagnosis") or () if c != "ok"]
     for t in thresholds:
         if t.everywhere and not t.holds(step.get(t.field)):
             reasons.append(f"threshold {t.expr}")
-    if step.get("fail_ratio") is not None and bend(step, steps) is not None:
+    if step.get("rate") is not None:
+        if set(fell_behind(step)) - {"diagnosis"}:
+            reasons.append("fell_behind")
+    elif step.get("fail_ratio") is not None and bend(step, steps) is not None:
         reasons.append("throughput_bend")
     return reasons
 
 
 def generator_limited(step: dict[str, Any] | None) -> bool:
-    """The step's load generator gave out (its CPU, sockets or ports, or a full host it runs on; for an
-    open step also when it could not start the arrivals on time, `generator_behind`)."""
-    if step is None:
-        return False
-    codes = step.get("diagnosis") or ()
-    full_host = ((step.get("diagnosis_evidence") or {}).get("host_cpu_saturated") or {}).get("runs_generator")
-    return any(c in codes for c in (*GENERATOR_CODES, "generator_behind")) or bool(full_host)
+    """The step's load generator gave out (analysis.generator_side)."""
+    return step is not None and generator_side(step)
+
+
+def _users(n: Any) -> str:
+    return f"{n} user" if n == 1 else f"{n} users"
+
+
+def _per_s(rate: float | None) -> str:
+    return f"{rate_text(rate)}/s"
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """What a capacity search steps, users or (open) intended arrival rates, and how its verdict says them."""
+
+    key: str  # the step figure: users, rate
+    number: Callable[[Any], Any]  # int, float
+    most: Callable[[Any], Any]  # the heaviest load a search of it may measure: its max_users, max_rate
+    threshold_at: Callable[[Threshold], Any]  # the load a threshold names a step by: its at_users, at_rate
+    text: Callable[[Any], str]  # a figure of it: '20', '12.5'
+    unit: str  # after a bound: '', '/s'
+    amount: Callable[[Any], str]  # a load where a sentence names it: '20 users', '12.5/s'
+    load_prefix: str  # before an amount where a sentence says what the stack carried it at
+    point: str  # what the search measures one at a time: step, rate
+    p95_from: str  # where a p95 is measured from
+    cpu_at_limit: bool  # a shared machine's note names both sides' CPU at the limit
+    more_generator: str  # what else gives the generator room to push harder
+    raise_most: str  # how to look further than the search's maximum
+
+    def load(self, n: Any) -> str:
+        return self.load_prefix + self.amount(n)
+
+    def span(self, low: Any, high: Any) -> str:
+        return f"{self.text(low)}..{self.text(high)}{self.unit}"
+
+    def too_much(self, n: Any) -> str:
+        if self.key == "users":
+            return f"{_users(n)} {'was' if n == 1 else 'were'} too many"
+        return f"{self.load(n)} was too much"
+
+    def at_most(self, top: dict[str, Any], search: Any) -> str:
+        """The heaviest step of a search that reached its maximum, where nothing gave out."""
+        if self.key == "users":
+            return f"{top.get('users')} users (the search's max_users, {self.most(search)})"
+        return f"{self.load(top.get('rate'))} (the search's max_rate)"
+
+    def middle(self, low: Any, high: Any) -> Any:
+        return (low + high) // 2 if self.key == "users" else _round_rate((low + high) / 2)
+
+    def narrow(self, low: Any, high: Any, resolution: float) -> bool:
+        """The bracket [low, high] is as narrow as asked: within `resolution` of low (and for users, of one
+        user)."""
+        floor = 1.0 if self.key == "users" else 0.0
+        return high - low <= max(floor, resolution * low)
+
+
+USERS = _Axis(
+    key="users", number=int, most=attrgetter("max_users"), threshold_at=attrgetter("at_users"), text=str,
+    unit="", amount=_users, load_prefix="", point="step", p95_from="", cpu_at_limit=True, more_generator="",
+    raise_most="--max-users",
+)  # fmt: skip
+RATES = _Axis(
+    key="rate", number=float, most=attrgetter("max_rate"), threshold_at=attrgetter("at_rate"),
+    text=rate_text, unit="/s", amount=_per_s, load_prefix="an arrival rate of ", point="rate",
+    p95_from=" from intended start", cpu_at_limit=False, more_generator=", or raise --max-users",
+    raise_most="the max rate",
+)  # fmt: skip
+
+
+def _axis(search: SearchSpec | RateSearchSpec) -> _Axis:
+    return RATES if isinstance(search, RateSearchSpec) else USERS
 
 
 @dataclass(frozen=True)
 class Bracket:
-    """Where the search stands: the healthiest-most users below the first unhealthy step."""
+    """Where the search stands: the heaviest healthy step below the lightest unhealthy one, by users (or, on
+    the axis RATES, by intended rate)."""
 
     good: dict[str, Any] | None  # the last healthy step below `bad` (None: not even the lightest)
     bad: dict[str, Any] | None  # the lightest unhealthy step (None: nothing gave out yet)
+    axis: _Axis = USERS
 
     @property
-    def low(self) -> int:
-        return int(self.good["users"]) if self.good else 0
+    def low(self) -> Any:
+        return self.axis.number(self.good[self.axis.key] if self.good else 0)
 
     @property
-    def high(self) -> int | None:
-        return int(self.bad["users"]) if self.bad else None
+    def high(self) -> Any:
+        return self.axis.number(self.bad[self.axis.key]) if self.bad else None
 
 
-def bracket(steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]) -> Bracket:
+def bracket(steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold], axis: _Axis = USERS) -> Bracket:
     """The lightest unhealthy step and the heaviest healthy one below it."""
-    bad = [s for s in steps if s.get("rps") is not None and gave_out(s, thresholds, steps)]
-    first_bad = min(bad, key=lambda s: (s["users"], s.get("index", 0))) if bad else None
-    limit = first_bad["users"] if first_bad else None
-    good = [s for s in steps if not gave_out(s, thresholds, steps) and (limit is None or s["users"] < limit)]
-    last_good = max(good, key=lambda s: (s["users"], s.get("index", 0))) if good else None
-    return Bracket(last_good, first_bad)
-
-
-def narrow_enough(low: int, high: int, resolution: float) -> bool:
-    """The bracket [low, high] is as narrow as asked: within `resolution` of low's users, or one user."""
-    return high - low <= max(1.0, resolution * low)
-
-
-def next_users(
-    search: SearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
-) -> int | None:
-    """The user count of the next step, from the finished steps; None when the search is over."""
-    measured = {int(s["users"]) for s in steps}
-    # The steps @N thresholds are judged on come first: measured later, one could reopen a finished search.
-    pending = sorted({t.at_users for t in thresholds if t.at_users is not None} - measured)
-    if pending:
-        return pending[0]
-    b = bracket(steps, thresholds)
-    if b.high is None:  # growing: double from the last healthy step, up to max_users
-        users = search.start if b.good is None else min(2 * b.low, search.max_users)
-        nxt = users if users not in measured else None  # measured: max_users was reached, healthy
-    elif b.good is None and generator_limited(b.bad):
-        nxt = None  # the generator could not load even the first step: fewer users tell nothing of the target
-    elif narrow_enough(b.low, b.high, search.resolution):
-        nxt = None
-    else:
-        nxt = (b.low + b.high) // 2
-        nxt = nxt if nxt not in measured and b.low < nxt < b.high else None
-    return nxt
-
-
-def gave_out_open(step: dict[str, Any], thresholds: Sequence[Threshold]) -> list[str]:
-    """Why an open step is past the limit: its diagnosis codes (not `ok`), the SLOs it broke, and
-    `fell_behind` when its counts say it did not keep up with its arrivals (analysis.fell_behind); []
-    when healthy."""
-    reasons = [c for c in step.get("diagnosis") or () if c != "ok"]
-    for t in thresholds:
-        if t.everywhere and not t.holds(step.get(t.field)):
-            reasons.append(f"threshold {t.expr}")
-    if set(fell_behind(step)) - {"diagnosis"}:
-        reasons.append("fell_behind")
-    return reasons
-
-
-@dataclass(frozen=True)
-class RateBracket:
-    """Where an open search stands: the highest healthy rate below the lowest unhealthy one."""
-
-    good: dict[str, Any] | None
-    bad: dict[str, Any] | None
-
-    @property
-    def low(self) -> float:
-        return float(self.good["rate"]) if self.good else 0.0
-
-    @property
-    def high(self) -> float | None:
-        return float(self.bad["rate"]) if self.bad else None
-
-
-def rate_bracket(steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]) -> RateBracket:
-    """The lowest-rate unhealthy open step and the highest-rate healthy one below it."""
-    rated = [s for s in steps if s.get("rate") is not None]
-    bad = [s for s in rated if s.get("rps") is not None and gave_out_open(s, thresholds)]
-    first_bad = min(bad, key=lambda s: (s["rate"], s.get("index", 0))) if bad else None
-    limit = first_bad["rate"] if first_bad else None
-    good = [s for s in rated if not gave_out_open(s, thresholds) and (limit is None or s["rate"] < limit)]
-    last_good = max(good, key=lambda s: (s["rate"], s.get("index", 0))) if good else None
-    return RateBracket(last_good, first_bad)
+    key = axis.key
+    loaded = [s for s in steps if s.get(key) is not None]
+    bad = [s for s in loaded if s.get("rps") is not None and gave_out(s, thresholds, steps)]
+    first_bad = min(bad, key=lambda s: (s[key], s.get("index", 0))) if bad else None
+    limit = first_bad[key] if first_bad else None
+    good = [s for s in loaded if not gave_out(s, thresholds, steps) and (limit is None or s[key] < limit)]
+    last_good = max(good, key=lambda s: (s[key], s.get("index", 0))) if good else None
+    return Bracket(last_good, first_bad, axis)
 
 
 def _round_rate(rate: float) -> float:
@@ -266,142 +272,76 @@ def _round_rate(rate: float) -> float:
     return float(f"{rate:.{RATE_DIGITS}g}")
 
 
+def _next_load(
+    search: SearchSpec | RateSearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
+) -> Any:
+    """The load of the next step, from the finished steps; None when the search is over."""
+    axis = _axis(search)
+    measured = [axis.number(s[axis.key]) for s in steps if s.get(axis.key) is not None]
+
+    def seen(load: float) -> bool:
+        return any(math.isclose(load, m) for m in measured)
+
+    # The steps @N thresholds are judged on come first: measured later, one could reopen a finished search.
+    named = (axis.threshold_at(t) for t in thresholds)
+    pending = sorted({n for n in named if n is not None and not seen(n)})
+    if pending:
+        return pending[0]
+    b = bracket(steps, thresholds, axis)
+    if b.high is None:  # growing: double from the last healthy step, up to the search's maximum
+        load = search.start if b.good is None else min(2 * b.low, axis.most(search))
+        return None if seen(load) else load  # measured: the maximum was reached, healthy
+    if b.good is None and generator_limited(b.bad):
+        # The generator could not load even the first step: lighter ones tell nothing of the target.
+        return None
+    if axis.narrow(b.low, b.high, search.resolution):
+        return None
+    nxt = axis.middle(b.low, b.high)
+    return nxt if not seen(nxt) and b.low < nxt < b.high else None
+
+
+def next_users(
+    search: SearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
+) -> int | None:
+    """The user count of the next step, from the finished steps; None when the search is over."""
+    return _next_load(search, steps, thresholds)
+
+
 def next_rate(
     search: RateSearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
 ) -> float | None:
     """The intended rate (arrivals per second) of the next open step, from the finished steps; None when
-    the search is over. Mirrors next_users: `@Nrps` thresholds' rates first, then doubling from the last
+    the search is over. As next_users: `@Nrps` thresholds' rates first, then doubling from the last
     healthy rate up to max_rate, then halving the bracket until it is within `resolution`."""
-    measured = [float(s["rate"]) for s in steps if s.get("rate") is not None]
-
-    def seen(rate: float) -> bool:
-        return any(math.isclose(rate, m) for m in measured)
-
-    pending = sorted({t.at_rate for t in thresholds if t.at_rate is not None and not seen(t.at_rate)})
-    if pending:
-        return pending[0]
-    b = rate_bracket(steps, thresholds)
-    if b.high is None:  # keeping up: double from the last healthy rate, up to max_rate
-        rate = search.start if b.good is None else min(2 * b.low, search.max_rate)
-        return None if seen(rate) else rate  # measured: max_rate was reached, healthy
-    if b.good is None and generator_limited(b.bad):
-        return (
-            None  # the generator could not hold even the first rate: lower rates tell nothing of the target
-        )
-    if b.high - b.low <= search.resolution * b.low:
-        return None
-    nxt = _round_rate((b.low + b.high) / 2)
-    return nxt if not seen(nxt) and b.low < nxt < b.high else None
-
-
-def rate_outcome(
-    search: RateSearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
-) -> dict[str, Any]:
-    """An open search's `capacity`: the highest intended rate the stack kept up with, the rps it carried
-    there, and what gave out first at the next rate measured."""
-    b = rate_bracket(steps, thresholds)
-    out: dict[str, Any] = {
-        "search": search.to_dict(),
-        "steps": len(steps),
-        "rate": b.low if b.good else None,
-        "users": b.good.get("users") if b.good else None,
-        "rps": b.good.get("rps") if b.good else None,
-        "p95_ms": b.good.get("p95_ms") if b.good else None,
-        "first_bad_rate": b.high,
-        "gave_out": gave_out_open(b.bad, thresholds) if b.bad else [],
-        "limit_found": b.bad is not None,
-        "narrow": b.bad is not None and (b.high or 0) - b.low <= search.resolution * b.low,
-    }
-    out["generator_limited"] = generator_limited(b.bad)
-    out["shared_machine"] = bool(((b.bad or b.good or {}).get("resources") or {}).get("shared_machine"))
-    out["text"] = _rate_verdict(out, b, search)
-    return out
-
-
-def _per_s(rate: float | None) -> str:
-    return f"{rate_text(rate)}/s"
-
-
-def _rate_verdict(out: dict[str, Any], b: RateBracket, search: RateSearchSpec) -> str:
-    targets = _hosts(b.good or b.bad, "target")
-    where = f" on {', '.join(targets)}" if targets else ""
-    top = b.good or {}
-    if b.bad is None:
-        if b.low < search.max_rate:
-            return (
-                f"nothing gave out up to an arrival rate of {_per_s(top.get('rate'))} "
-                f"({top.get('rps')} rps), where the search stopped short of a limit and of its max_rate "
-                f"({_per_s(search.max_rate)})"
-            )
-        return (
-            f"nothing gave out up to an arrival rate of {_per_s(top.get('rate'))} (the search's max_rate): "
-            f"this stack{where} carried {top.get('rps')} rps there; raise the max rate to look further"
-        )
-    what = _what(out["gave_out"], b.bad)
-    gens = _hosts(b.bad, "loadgen")
-    shared = bool(set(gens) & set(targets)) or out["shared_machine"]
-    if not out["generator_limited"]:
-        if b.good is None:
-            return f"even an arrival rate of {_per_s(b.high)} was too much: {what}"
-        text = (
-            f"this stack{where} carries about {b.good.get('rps')} rps at an arrival rate of {_per_s(b.low)} "
-            f"(p95 {b.good.get('p95_ms')} ms from intended start); what gives out first, "
-            f"at {_per_s(b.high)}: {what}"
-        )
-        if shared:
-            text += (
-                f". Locust shares {', '.join(sorted(set(gens) & set(targets)) or targets)}'s cores with the "
-                "target here, so part of that limit is the generator's; the multi-host lab (README 'The lab "
-                "across hosts') measures the target alone"
-            )
-    else:
-        if b.good is None:
-            text = f"the load generator gave out at the first rate, {_per_s(b.high)} ({b.bad.get('rps')} rps)"
-        else:
-            text = (
-                f"this stack{where} carried at least {b.good.get('rps')} rps at an arrival rate of "
-                f"{_per_s(b.low)} (p95 {b.good.get('p95_ms')} ms from intended start)"
-            )
-        text += (
-            f"; what gives out first, at {_per_s(b.high)}: {what}. "
-            "That held the load generator back, so the target's own limit lies beyond this figure"
-        )
-        if shared:
-            text += (
-                ": the generator shares the target's cores here; put Locust on hosts of its own "
-                "(the multi-host lab, README 'The lab across hosts') to measure the target alone"
-            )
-        else:
-            text += ": add Locust workers or loadgen hosts, or raise --max-users"
-    if b.good is not None and not out["narrow"]:
-        text += (
-            f" (the bracket {rate_text(b.low)}..{rate_text(b.high)}/s is wider than asked: "
-            "the search was cut short)"
-        )
-    return text
+    return _next_load(search, steps, thresholds)
 
 
 def outcome(
     search: SearchSpec | RateSearchSpec, steps: Sequence[dict[str, Any]], thresholds: Sequence[Threshold]
 ) -> dict[str, Any]:
-    """summary.json's `capacity`: what the stack carried, at how many users, and what gave out first (an
-    open search's: at which intended rate, rate_outcome)."""
-    if isinstance(search, RateSearchSpec):
-        return rate_outcome(search, steps, thresholds)
-    b = bracket(steps, thresholds)
+    """summary.json's `capacity`: what the stack carried, at how many users (an open search's: at which
+    intended rate, with the users its pool held there), and what gave out first."""
+    axis = _axis(search)
+    b = bracket(steps, thresholds, axis)
     out: dict[str, Any] = {
         "search": search.to_dict(),
         "steps": len(steps),
-        "users": b.low if b.good else None,
-        "rps": b.good.get("rps") if b.good else None,
-        "p95_ms": b.good.get("p95_ms") if b.good else None,
-        "first_bad_users": b.high,
-        "gave_out": gave_out(b.bad, thresholds, steps) if b.bad else [],
-        "limit_found": b.bad is not None,
-        "narrow": b.bad is not None and narrow_enough(b.low, b.high or 0, search.resolution),
+        axis.key: b.low if b.good else None,
     }
-    out["generator_limited"] = generator_limited(b.bad)
-    out["shared_machine"] = bool(((b.bad or b.good or {}).get("resources") or {}).get("shared_machine"))
+    # An open search's answer is a rate: the users its pool held there come after it.
+    out.setdefault("users", b.good.get("users") if b.good else None)
+    out.update(
+        {
+            "rps": b.good.get("rps") if b.good else None,
+            "p95_ms": b.good.get("p95_ms") if b.good else None,
+            f"first_bad_{axis.key}": b.high,
+            "gave_out": gave_out(b.bad, thresholds, steps) if b.bad else [],
+            "limit_found": b.bad is not None,
+            "narrow": b.bad is not None and axis.narrow(b.low, b.high or 0, search.resolution),
+            "generator_limited": generator_limited(b.bad),
+            "shared_machine": bool(((b.bad or b.good or {}).get("resources") or {}).get("shared_machine")),
+        }
+    )
     out["text"] = _verdict(out, b, search)
     return out
 
@@ -425,34 +365,32 @@ def _what(codes: Sequence[str], step: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _users(n: Any) -> str:
-    return f"{n} user" if n == 1 else f"{n} users"
-
-
-def _verdict(out: dict[str, Any], b: Bracket, search: SearchSpec) -> str:
+def _verdict(out: dict[str, Any], b: Bracket, search: SearchSpec | RateSearchSpec) -> str:
+    axis = b.axis
     targets = _hosts(b.good or b.bad, "target")
     where = f" on {', '.join(targets)}" if targets else ""
-    if b.bad is None and b.low < search.max_users:
-        top = b.good or {}
-        return (
-            f"nothing gave out up to {_users(top.get('users'))} ({top.get('rps')} rps), where the search "
-            f"stopped short of a limit and of its max_users ({search.max_users})"
-        )
     if b.bad is None:
         top = b.good or {}
+        if b.low < axis.most(search):
+            most = axis.text(axis.most(search)) + axis.unit
+            return (
+                f"nothing gave out up to {axis.load(top.get(axis.key))} ({top.get('rps')} rps), where the "
+                f"search stopped short of a limit and of its max_{axis.key} ({most})"
+            )
         return (
-            f"nothing gave out up to {top.get('users')} users (the search's max_users, {search.max_users}): "
-            f"this stack{where} carried {top.get('rps')} rps there; raise --max-users to look further"
+            f"nothing gave out up to {axis.at_most(top, search)}: this stack{where} carried {top.get('rps')} "
+            f"rps there; raise {axis.raise_most} to look further"
         )
     what = _what(out["gave_out"], b.bad)
     gens = _hosts(b.bad, "loadgen")
     shared = bool(set(gens) & set(targets)) or out["shared_machine"]
     if not out["generator_limited"]:
         if b.good is None:
-            return f"even {_users(b.high)} {'was' if b.high == 1 else 'were'} too many: {what}"
+            return f"even {axis.too_much(b.high)}: {what}"
         text = (
-            f"this stack{where} carries about {b.good.get('rps')} rps at {_users(b.low)} "
-            f"(p95 {b.good.get('p95_ms')} ms); what gives out first, at {_users(b.high)}: {what}"
+            f"this stack{where} carries about {b.good.get('rps')} rps at {axis.load(b.low)} "
+            f"(p95 {b.good.get('p95_ms')} ms{axis.p95_from}); what gives out first, "
+            f"at {axis.amount(b.high)}: {what}"
         )
         if out["gave_out"] == ["throughput_bend"] and (b.bad.get("rps") or 0) > (b.good.get("rps") or 0):
             text += f" (it still made {b.bad.get('rps')} rps there: the knee lies between)"
@@ -462,21 +400,25 @@ def _verdict(out: dict[str, Any], b: Bracket, search: SearchSpec) -> str:
                 for label, figure in (("generator", "loadgen_cpu"), ("target", "target_cpu"))
                 if b.bad.get(figure) is not None
             ]
+            at_limit = f" ({', '.join(cpu)} at {axis.amount(b.high)})" if axis.cpu_at_limit else ""
             text += (
                 f". Locust shares {', '.join(sorted(set(gens) & set(targets)) or targets)}'s cores with the "
-                f"target here ({', '.join(cpu)} at {_users(b.high)}), so part of that limit is the "
-                "generator's; the multi-host lab (README 'The lab across hosts') measures the target alone"
+                f"target here{at_limit}, so part of that limit is the generator's; the multi-host lab "
+                "(README 'The lab across hosts') measures the target alone"
             )
     else:
         if b.good is None:
-            text = f"the load generator gave out at the first step, {_users(b.high)} ({b.bad.get('rps')} rps)"
+            text = (
+                f"the load generator gave out at the first {axis.point}, {axis.amount(b.high)} "
+                f"({b.bad.get('rps')} rps)"
+            )
         else:
             text = (
-                f"this stack{where} carried at least {b.good.get('rps')} rps at {_users(b.low)} "
-                f"(p95 {b.good.get('p95_ms')} ms)"
+                f"this stack{where} carried at least {b.good.get('rps')} rps at {axis.load(b.low)} "
+                f"(p95 {b.good.get('p95_ms')} ms{axis.p95_from})"
             )
         text += (
-            f"; what gives out first, at {_users(b.high)}: {what}. "
+            f"; what gives out first, at {axis.amount(b.high)}: {what}. "
             "That held the load generator back, so the target's own limit lies beyond this figure"
         )
         if shared:
@@ -485,7 +427,7 @@ def _verdict(out: dict[str, Any], b: Bracket, search: SearchSpec) -> str:
                 "(the multi-host lab, README 'The lab across hosts') to measure the target alone"
             )
         else:
-            text += ": add Locust workers or loadgen hosts"
+            text += f": add Locust workers or loadgen hosts{axis.more_generator}"
     if b.good is not None and not out["narrow"]:
-        text += f" (the bracket {b.low}..{b.high} is wider than asked: the search was cut short)"
+        text += f" (the bracket {axis.span(b.low, b.high)} is wider than asked: the search was cut short)"
     return text

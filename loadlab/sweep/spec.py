@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -315,13 +315,15 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
     name = str(data.get("name") or default_name)
     if "rates" in data:
         if is_auto(data["rates"]):
-            spec = SweepSpec(name=name, users=[], model="open", search=_rate_search(data.get("search")))
+            spec = SweepSpec(
+                name=name, users=[], model="open", search=_search(RateSearchSpec, data.get("search"))
+            )
         elif "search" in data:
             raise UserError("search: only with `rates: auto` or `users: auto` (a capacity search)")
         else:
             spec = SweepSpec(name=name, users=[], model="open", rates=parse_rates(data["rates"]))
     elif is_auto(data["users"]):
-        spec = SweepSpec(name=name, users=[], search=_search(data.get("search")))
+        spec = SweepSpec(name=name, users=[], search=_search(SearchSpec, data.get("search")))
     elif "search" in data:
         raise UserError("search: only with `users: auto` (a capacity search)")
     else:
@@ -364,26 +366,17 @@ def spec_from_mapping(data: dict[str, Any], default_name: str) -> SweepSpec:
     return spec
 
 
-def _search(data: Any) -> SearchSpec:
+def _search(kind: type[SearchSpec | RateSearchSpec], data: Any) -> SearchSpec | RateSearchSpec:
+    """A spec's `search` mapping as the search it describes (users, or for an open sweep arrival rates)."""
     if data is None:
-        return SearchSpec()
+        return kind()
+    known = [f.name for f in fields(kind)]
     if not isinstance(data, dict):
-        raise UserError(f"search: expected a mapping (start, max_users, resolution), got {data!r}")
-    unknown = sorted(set(data) - {"start", "max_users", "resolution"})
+        raise UserError(f"search: expected a mapping ({', '.join(known)}), got {data!r}")
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise UserError(f"search: unknown field {unknown[0]!r} (known: max_users, resolution, start)")
-    return SearchSpec(**data)
-
-
-def _rate_search(data: Any) -> RateSearchSpec:
-    if data is None:
-        return RateSearchSpec()
-    if not isinstance(data, dict):
-        raise UserError(f"search: expected a mapping (start, max_rate, resolution), got {data!r}")
-    unknown = sorted(set(data) - {"start", "max_rate", "resolution"})
-    if unknown:
-        raise UserError(f"search: unknown field {unknown[0]!r} (known: max_rate, resolution, start)")
-    return RateSearchSpec(**data)
+        raise UserError(f"search: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return kind(**data)
 
 
 def load_spec(path: Path) -> SweepSpec:
