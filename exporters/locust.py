@@ -230,6 +230,9 @@ def _add_options(parser: Any, **_: Any) -> None:
 
 
 REPORTS_PATH = "/loadlab/reports"
+STATE_PATH = "/loadlab/state"
+"""The master's state, users and workers as they are now: Locust's /stats/requests answers from a cache up
+to 2 s old, which would hold a sweep up that long after each ramp."""
 REPORT_INTERVAL = REPORT_INTERVAL_S
 """Seconds between a worker's reports to the master (Locust's default is 3): each report is one sample of
 what that worker did, so a step's window holds one sample per second per worker."""
@@ -293,8 +296,14 @@ def _reports(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any)
             }
         )
 
+    def state() -> Any:
+        return jsonify(
+            {"state": runner.state, "user_count": runner.user_count, "worker_count": runner.worker_count}
+        )
+
     guard = getattr(web_ui, "auth_required_if_enabled", None)
     web_ui.app.add_url_rule(REPORTS_PATH, "loadlab_reports", guard(reports) if guard else reports)
+    web_ui.app.add_url_rule(STATE_PATH, "loadlab_state", guard(state) if guard else state)
 
 
 @events.init.add_listener

@@ -468,6 +468,8 @@ def lab_knobs(target: Target, lab_locust: LocalLocust, etc_dir: Path) -> dict[st
         "prometheus_port": free_port(),
         "grafana_port": free_port(),
         "loadlab_etc_dir": str(etc_dir),
+        # The test master's locustfile is not the lab's: a run that names no class runs all of its classes.
+        "locust_default_user_classes": [],
     }
 
 
@@ -559,3 +561,27 @@ def test_a_locust_that_will_not_start_is_one_line_and_exit_2(capacity_target: Ta
     assert errors == [
         "error: Locust master exited with code 1: RuntimeError: this locustfile is broken on purpose"
     ]
+
+
+@pytest.mark.timeout(120)
+def test_the_masters_state_is_read_as_it_is_now_while_its_figures_come_from_locusts_cache(
+    capacity_target: Target, tmp_path: Path
+) -> None:
+    """Locust answers /stats/requests from a cache up to 2 s old; the lab's plugin in the master tells its
+    state, users and workers as they are, which ends each ramp when its users run (and the start of a sweep
+    when its workers joined) instead of up to 2 s later."""
+    lab_locust = LocalLocust(str(LOCUSTFILES / "closed_loop.py"), 2, [], tmp_path / "locust")
+    web = lab_locust.start()
+    try:
+        assert web.state() == {"state": "ready", "user_count": 0, "worker_count": 2}
+        web.swarm(4, 50, capacity_target.url)
+        deadline = time.monotonic() + 30
+        while (now := web.state() or {}).get("state") != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert now == {"state": "running", "user_count": 4, "worker_count": 2}
+        # The live figures carry the state as it is now, beside the cached rates and percentiles.
+        live = web.live()
+        assert (live["state"], live["user_count"], live["worker_count"]) == ("running", 4, 2)
+        assert "current_rps" in live and "stats" in live
+    finally:
+        lab_locust.stop()

@@ -16,7 +16,7 @@ from loadlab.sweep.locust_driver import EndpointStats, LocalLocust, LocustWeb
 from loadlab.sweep.progress import SweepProgress
 from loadlab.sweep.spec import SweepSpec
 
-POLL = 0.5
+POLL = 0.25
 # A lab's master (often on another host, through SSH) is asked again for this long when the way to it fails.
 LAB_RETRY = 30.0
 STATS_CACHE = 2.0  # seconds Locust's web UI caches /stats/requests (locust.web.DEFAULT_CACHE_TIME)
@@ -68,7 +68,7 @@ class LocustControl:
             raise LabError(
                 f"the lab's Locust master does not answer at {where}: is the lab up? (loadlab status)"
             )
-        stats = web.stats()
+        stats = web.live()
         if "workers" in stats and not stats.get("worker_count"):
             raise LabError(f"the lab's Locust master at {where} has no workers connected")
         self.distributed = "workers" in stats
@@ -115,10 +115,11 @@ class LocustControl:
             self.local.check()
 
     def live(self) -> dict[str, Any]:
-        """The master's live figures; when it does not answer, a dead Locust process is named first."""
+        """The master's live figures (LocustWeb.live); when it does not answer, a dead Locust process is
+        named first."""
         assert self.web is not None
         try:
-            return self.web.stats()
+            return self.web.live()
         except LabError:
             self.check()
             raise

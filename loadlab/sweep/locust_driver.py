@@ -123,6 +123,20 @@ class LocustWeb:
         """Live figures: state, user_count, workers, current rps and percentiles (cached 2 s by Locust)."""
         return self._request("GET", "/stats/requests").json()
 
+    def live(self) -> dict[str, Any]:
+        """stats(), with the state, users and workers as they are now where the master tells them (state()):
+        the cache would show a ramp done, or workers joined, up to 2 s late."""
+        return {**self.stats(), **(self.state() or {})}
+
+    def state(self) -> dict[str, Any] | None:
+        """state, user_count and worker_count as they are now (the lab's plugin in the master; /stats/requests
+        is up to 2 s old); None where the master has no such route or does not answer it."""
+        try:
+            resp = self._http.get("/loadlab/state", timeout=2.0)
+            return resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
     def reports(self) -> dict[str, Any] | None:
         """The workers' reports since the last reset, as the lab's plugin in the master keeps them
         (samples.py); None where the master does not have the plugin."""
@@ -287,11 +301,12 @@ class LocalLocust:
             )
         while True:
             self._check_alive()
-            if int(web.stats().get("worker_count", 0)) >= self.workers:
+            joined = int(web.live().get("worker_count", 0))
+            if joined >= self.workers:
                 return web
             if time.monotonic() > deadline:
                 raise LabError(
-                    f"only {web.stats().get('worker_count', 0)} of {self.workers} Locust workers joined "
+                    f"only {joined} of {self.workers} Locust workers joined "
                     f"within {timeout:g}s (logs: {self.log_dir})"
                 )
             time.sleep(0.3)

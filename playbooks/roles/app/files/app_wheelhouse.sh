@@ -15,6 +15,8 @@ log="$out/wheelhouse.log"
 mkdir -p "$wheels"
 export SOURCE_DATE_EPOCH=315532800 PIP_DISABLE_PIP_VERSION_CHECK=1
 fail() { echo "app wheelhouse: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
+# shellcheck source=../../common/files/wheelhouse_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../common/files/wheelhouse_lib.sh"
 [ -e "$source" ] || { echo "app wheelhouse: app_source $source does not exist" >&2; exit 1; }
 
 stamp="$out/wheelhouse.stamp"
@@ -54,26 +56,8 @@ name="$(basename "$app_wheel")"
 rm -f "$wheels/${name%%-*}"-*.whl
 cp "$app_wheel" "$wheels/"
 
-resolver="$out/resolver-venv"
-if [ ! -x "$resolver/bin/python" ]; then
-  "$host_python" -m venv "$resolver" >>"$log" 2>&1 || fail "cannot make a virtualenv with $host_python"
-fi
 find_links=(--find-links "$wheels")
 [ -n "$links" ] && [ -d "$links" ] && find_links+=(--find-links "$links")
-# Offline first (everything already here); the registry only for what is missing.
-if ! "$resolver/bin/python" -m pip wheel --no-index "${find_links[@]}" --wheel-dir "$wheels" \
-  "$wheels/$name" >>"$log" 2>&1; then
-  "$resolver/bin/python" -m pip wheel --prefer-binary "${find_links[@]}" --wheel-dir "$wheels" \
-    "$wheels/$name" >>"$log" 2>&1 || fail "cannot fetch the wheels of the app's dependencies"
-fi
+resolve "$wheels/$name" "${find_links[@]}"
 echo "$name" >"$out/app-wheel.txt"
-tar --sort=name --mtime=@315532800 --owner=0 --group=0 --numeric-owner \
-  -C "$out" -cf "$out/wheelhouse.tar.new" wheelhouse
-sha256sum <<<"$sources" >"$stamp"
-if cmp -s "$out/wheelhouse.tar.new" "$out/wheelhouse.tar"; then
-  rm "$out/wheelhouse.tar.new"
-  echo "app wheelhouse unchanged: $out/wheelhouse.tar"
-else
-  mv "$out/wheelhouse.tar.new" "$out/wheelhouse.tar"
-  echo "app wheelhouse updated: $out/wheelhouse.tar"
-fi
+pack "app wheelhouse"

@@ -32,27 +32,11 @@ if [ -f "$out/wheelhouse.tar" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(s
   exit 0
 fi
 fail() { echo "wheelhouse: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
-resolver="$out/resolver-venv"
-if [ ! -x "$resolver/bin/python" ]; then
-  "$host_python" -m venv "$resolver" >"$log" 2>&1 || fail "cannot make a virtualenv with $host_python"
-fi
+# shellcheck source=wheelhouse_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/wheelhouse_lib.sh"
 rm -f "$wheels"/loadlab-*.whl
 "$python" -m pip wheel --no-deps --wheel-dir "$wheels" "$project" >"$log" 2>&1 ||
   fail "cannot build the project's wheel"
 project_wheel="$(ls "$wheels"/loadlab-*.whl)"
-# Offline first (everything already here); the registry only for what is missing.
-if ! "$resolver/bin/python" -m pip wheel --no-index --find-links "$wheels" --constraint "$constraints" \
-  --wheel-dir "$wheels" "$project_wheel" >>"$log" 2>&1; then
-  "$resolver/bin/python" -m pip wheel --prefer-binary --find-links "$wheels" --constraint "$constraints" \
-    --wheel-dir "$wheels" "$project_wheel" >>"$log" 2>&1 || fail "cannot fetch the dependencies' wheels"
-fi
-tar --sort=name --mtime=@315532800 --owner=0 --group=0 --numeric-owner \
-  -C "$out" -cf "$out/wheelhouse.tar.new" wheelhouse
-sha256sum <<<"$sources" >"$stamp"
-if cmp -s "$out/wheelhouse.tar.new" "$out/wheelhouse.tar"; then
-  rm "$out/wheelhouse.tar.new"
-  echo "wheelhouse unchanged: $out/wheelhouse.tar"
-else
-  mv "$out/wheelhouse.tar.new" "$out/wheelhouse.tar"
-  echo "wheelhouse updated: $out/wheelhouse.tar"
-fi
+resolve "$project_wheel" --find-links "$wheels" --constraint "$constraints"
+pack wheelhouse
