@@ -38,9 +38,9 @@ from loadlab.process_groups import LAB_GROUPS, lab_process_groups
 
 # Where no file or flag says otherwise, the exporter listens, counts ports and names process groups as on a
 # one-host lab (inventory/local.yml) with the knobs of inventory/group_vars/all.yml (loadlab.knobs):
-# default_listen(), default_ports(), default_process_groups(), also as DEFAULT_LISTEN, DEFAULT_PORTS and
-# DEFAULT_PROCESS_GROUPS. They are read only when asked for: where the project was installed from a wheel
-# (the lab's remote hosts) the knobs are not there, and the exporter role's config gives all three.
+# default_listen(), default_ports(), default_process_groups(). They are read only when asked for: where the
+# project was installed from a wheel (the lab's remote hosts) the knobs are not there, and the exporter role's
+# config gives all three.
 DEFAULT_TIMEOUT = 2.0
 
 # What a process group is in the lab: what load is aimed at (the target), its data stores, the load generator,
@@ -132,18 +132,6 @@ def default_process_groups() -> dict[str, str]:
         locust_workers=os.cpu_count() or 1,
         exporter_config=f"{etc}/exporter.yml",
     )
-
-
-def __getattr__(name: str) -> Any:
-    """DEFAULT_LISTEN, DEFAULT_PORTS and DEFAULT_PROCESS_GROUPS, from the lab's knobs when first asked for."""
-    defaults = {
-        "DEFAULT_LISTEN": default_listen,
-        "DEFAULT_PORTS": default_ports,
-        "DEFAULT_PROCESS_GROUPS": default_process_groups,
-    }
-    if name not in defaults:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return defaults[name]()
 
 
 def role_of(group: str) -> str:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadlab.exporters.config import DEFAULT_PORTS
+from loadlab.exporters.config import default_ports
 from loadlab.exporters.sockets import SocketsCollector
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -310,7 +310,7 @@ def main() -> None:
         sys.exit("error: the loadlab command is not installed in this environment (pip install -e .)")
 
     conns = Connections()
-    ports = [*DEFAULT_PORTS, conns.port]
+    ports = [*default_ports(), conns.port]
     collector = SocketsCollector(ports)
     targets = _targets(loadlab, ports, args.config)
     print(

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from loadlab.cli import main
 from loadlab.errors import UserError
-from loadlab.exporters.config import DEFAULT_PORTS, load_config, role_of
+from loadlab.exporters.config import default_ports, load_config, role_of
 from loadlab.knobs import lab_knobs
 
 GOOD = """
@@ -63,7 +63,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
 def test_missing_sections_leave_collectors_off_and_defaults_apply(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "listen: ':9465'\n"))
     assert config.listen_host == "0.0.0.0"
-    assert config.ports == DEFAULT_PORTS
+    assert config.ports == default_ports()
     assert (config.postgres_dsn, config.redis_url, config.nginx_status_url) == (None, None, None)
     assert "nginx" in config.process_groups
     assert load_config(write(tmp_path, "")).listen == "127.0.0.1:9465"
